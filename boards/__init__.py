@@ -1,0 +1,1 @@
+"""qloom.boards."""

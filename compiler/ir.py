@@ -1,0 +1,345 @@
+"""The integer-only IR: a Graph of Nodes over TensorTypes.
+
+Every tensor holds integers. Element types are `Int(bits, signed)` (two's
+complement range) and `Bipolar` (the values -1 and +1; as a bit, 1 means +1).
+Shapes are per frame (no batch axis); feature maps are channels-last (H, W, C).
+Accumulator types are never declared: `Node.infer` derives them from the actual
+weights and the input range, so overflow is impossible and no bit is wasted.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class IRError(ValueError):
+    """A malformed graph; the message names the node and the offending value."""
+
+
+@dataclass(frozen=True)
+class Int:
+    bits: int
+    signed: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.bits, int) or self.bits < 1 or self.bits > 64:
+            raise IRError(f"Int bits must be an integer in 1..64, got {self.bits!r}")
+
+    @property
+    def min(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def max(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    def __str__(self):
+        return f"{'int' if self.signed else 'uint'}{self.bits}"
+
+
+@dataclass(frozen=True)
+class BipolarType:
+    """-1/+1 in one bit: bit 1 is +1, bit 0 is -1."""
+    bits: int = 1
+    min: int = -1
+    max: int = 1
+
+    def __str__(self):
+        return "bipolar"
+
+
+Bipolar = BipolarType()
+ElemType = Int | BipolarType
+
+
+def int_type_for(lo: int, hi: int) -> Int:
+    """The narrowest Int that holds every integer in [lo, hi]."""
+    lo, hi = int(lo), int(hi)
+    if lo > hi:
+        raise IRError(f"empty range [{lo}, {hi}]")
+    if lo >= 0:
+        return Int(max(1, hi.bit_length()), signed=False)
+    bits = max((-lo - 1).bit_length(), hi.bit_length() if hi > 0 else 0) + 1
+    return Int(bits, signed=True)
+
+
+def values_in(dtype: ElemType, values: np.ndarray) -> np.ndarray:
+    """Boolean mask of the elements of `values` that `dtype` can hold."""
+    v = np.asarray(values)
+    if isinstance(dtype, BipolarType):
+        return (v == 1) | (v == -1)
+    return (v >= dtype.min) & (v <= dtype.max)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[int, ...]
+    dtype: ElemType
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __str__(self):
+        return f"{self.dtype}[{'x'.join(map(str, self.shape))}]"
+
+
+def _array(name, a, ndim):
+    a = np.asarray(a)
+    if a.ndim != ndim:
+        raise IRError(f"{name}: expected a {ndim}-d array, got shape {a.shape}")
+    if a.dtype.kind not in "iub":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise IRError(f"{name}: values must be integers, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+@dataclass(eq=False)
+class Node:
+    """One operation: `inputs` and `output` are tensor names in the Graph."""
+    name: str
+    inputs: list[str]
+    output: str
+
+    kind = "node"
+
+    def infer(self, ins: list[TensorType]) -> TensorType:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def attrs(self) -> dict:
+        """The node's attributes (for hashing, manifests and summaries)."""
+        return {}
+
+    def _need(self, ins, n):
+        if len(ins) != n:
+            raise IRError(f"{self.kind} '{self.name}': expects {n} input(s), got {len(ins)}")
+
+    def _fail(self, msg):
+        raise IRError(f"{self.kind} '{self.name}': {msg}")
+
+
+@dataclass(eq=False)
+class Dense(Node):
+    """acc[n] = sum_k W[n, k] * x[k], exact. W is (N, K), of element type `wtype`."""
+    weight: np.ndarray = None
+    wtype: ElemType = None
+    kind = "Dense"
+
+    def __post_init__(self):
+        self.weight = _array(f"Dense '{self.name}' weight", self.weight, 2)
+
+    @property
+    def shape(self):
+        return self.weight.shape
+
+    def acc_bounds(self, in_dtype: ElemType) -> tuple[np.ndarray, np.ndarray]:
+        """Per output channel, the least and greatest accumulator value over all inputs."""
+        w = self.weight
+        hi = np.maximum(w * in_dtype.min, w * in_dtype.max).sum(axis=1)
+        lo = np.minimum(w * in_dtype.min, w * in_dtype.max).sum(axis=1)
+        return lo, hi
+
+    def infer(self, ins):
+        self._need(ins, 1)
+        (x,) = ins
+        n, k = self.weight.shape
+        if x.shape != (k,):
+            self._fail(f"input shape {x.shape} does not match weight shape {self.weight.shape} "
+                       f"(expects ({k},))")
+        if self.wtype is None:
+            self._fail("weight element type (wtype) is not set")
+        bad = ~values_in(self.wtype, self.weight)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            self._fail(f"weight[{r}, {c}] = {self.weight[r, c]} is out of range for {self.wtype} "
+                       f"({self.wtype.min}..{self.wtype.max}{', no 0' if self.wtype is Bipolar else ''})")
+        lo, hi = self.acc_bounds(x.dtype)
+        return TensorType((n,), int_type_for(lo.min(initial=0), hi.max(initial=0)))
+
+    def attrs(self):
+        return {"weight": self.weight, "wtype": str(self.wtype)}
+
+
+@dataclass(eq=False)
+class MultiThreshold(Node):
+    """out = base + #{k : acc >= T[c, k]} along the last (channel) axis.
+
+    T is (C, K) sorted ascending per row, or (1, K) shared by all channels.
+    With a Bipolar out_type, K == 1 and out = +1 where acc >= T[c, 0], else -1.
+    """
+    thresholds: np.ndarray = None
+    out_type: ElemType = None
+    base: int = 0
+    kind = "MultiThreshold"
+
+    def __post_init__(self):
+        self.thresholds = _array(f"MultiThreshold '{self.name}' thresholds", self.thresholds, 2)
+        self.base = int(self.base)
+
+    def infer(self, ins):
+        self._need(ins, 1)
+        (x,) = ins
+        t = self.thresholds
+        if isinstance(x.dtype, BipolarType):
+            self._fail("input is bipolar; thresholds apply to integer accumulators")
+        c = x.shape[-1]
+        if t.shape[0] not in (1, c):
+            self._fail(f"thresholds have {t.shape[0]} rows but the input has {c} channels")
+        if t.shape[1] > 0:
+            d = np.diff(t, axis=1)
+            if (d < 0).any():
+                r, k = np.argwhere(d < 0)[0]
+                self._fail(f"thresholds of channel {r} are not sorted: T[{r}, {k}] = {t[r, k]} "
+                           f"> T[{r}, {k + 1}] = {t[r, k + 1]}")
+        if isinstance(self.out_type, BipolarType):
+            if t.shape[1] != 1 or self.base != -1:
+                self._fail(f"a bipolar output needs exactly 1 threshold per channel and base -1, "
+                           f"got {t.shape[1]} and base {self.base}")
+        elif not isinstance(self.out_type, Int):
+            self._fail(f"out_type must be Int or Bipolar, got {self.out_type!r}")
+        elif self.base < self.out_type.min or self.base + t.shape[1] > self.out_type.max:
+            self._fail(f"outputs {self.base}..{self.base + t.shape[1]} do not fit {self.out_type} "
+                       f"({self.out_type.min}..{self.out_type.max})")
+        return TensorType(x.shape, self.out_type)
+
+    def attrs(self):
+        return {"thresholds": self.thresholds, "out_type": str(self.out_type), "base": self.base}
+
+
+ROUNDINGS = ("half_up", "half_even", "floor")
+
+
+@dataclass(eq=False)
+class Requantize(Node):
+    """out = clamp(round((acc * mult[c] + offset[c]) / 2**shift)) into out_type."""
+    mult: np.ndarray = None
+    shift: int = 0
+    offset: np.ndarray = None
+    rounding: str = "half_even"
+    out_type: Int = None
+    kind = "Requantize"
+
+    def __post_init__(self):
+        self.mult = _array(f"Requantize '{self.name}' mult", np.atleast_1d(self.mult), 1)
+        off = np.zeros_like(self.mult) if self.offset is None else np.atleast_1d(self.offset)
+        self.offset = _array(f"Requantize '{self.name}' offset", off, 1)
+        self.shift = int(self.shift)
+
+    def infer(self, ins):
+        self._need(ins, 1)
+        (x,) = ins
+        c = x.shape[-1]
+        for what, a in (("mult", self.mult), ("offset", self.offset)):
+            if a.shape[0] not in (1, c):
+                self._fail(f"{what} has {a.shape[0]} entries but the input has {c} channels")
+        if self.shift < 0 or self.shift > 62:
+            self._fail(f"shift must be in 0..62, got {self.shift}")
+        if self.rounding not in ROUNDINGS:
+            self._fail(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        if not isinstance(self.out_type, Int):
+            self._fail(f"out_type must be an Int, got {self.out_type!r}")
+        if isinstance(x.dtype, BipolarType):
+            self._fail("input is bipolar; Requantize applies to integer accumulators")
+        return TensorType(x.shape, self.out_type)
+
+    def attrs(self):
+        return {"mult": self.mult, "shift": self.shift, "offset": self.offset,
+                "rounding": self.rounding, "out_type": str(self.out_type)}
+
+
+@dataclass(eq=False)
+class Flatten(Node):
+    """(H, W, C) -> (H*W*C,), C fastest: the stream order does not change."""
+    kind = "Flatten"
+
+    def infer(self, ins):
+        self._need(ins, 1)
+        return TensorType((ins[0].size,), ins[0].dtype)
+
+
+@dataclass(eq=False)
+class ArgMax(Node):
+    """Index of the greatest element of a vector; ties go to the lowest index."""
+    kind = "ArgMax"
+
+    def infer(self, ins):
+        self._need(ins, 1)
+        (x,) = ins
+        if len(x.shape) != 1:
+            self._fail(f"expects a vector, got shape {x.shape}")
+        return TensorType((1,), int_type_for(0, max(x.shape[0] - 1, 0)))
+
+
+@dataclass
+class Graph:
+    """Nodes in topological order, one graph input and one graph output."""
+    input: str
+    input_type: TensorType
+    nodes: list[Node]
+    output: str
+    name: str = "qloom"
+    meta: dict = field(default_factory=dict)
+
+    def validate(self) -> dict[str, TensorType]:
+        """Check every node and return the type of every tensor."""
+        types = {self.input: self.input_type}
+        seen = set()
+        for node in self.nodes:
+            if node.name in seen:
+                raise IRError(f"duplicate node name '{node.name}'")
+            seen.add(node.name)
+            for t in node.inputs:
+                if t not in types:
+                    raise IRError(f"{node.kind} '{node.name}': input tensor '{t}' is not produced "
+                                  f"by an earlier node (nodes must be in topological order)")
+            if node.output in types:
+                raise IRError(f"{node.kind} '{node.name}': tensor '{node.output}' is already defined")
+            types[node.output] = node.infer([types[t] for t in node.inputs])
+        if self.output not in types:
+            raise IRError(f"graph output '{self.output}' is not produced by any node")
+        return types
+
+    @property
+    def output_type(self) -> TensorType:
+        return self.validate()[self.output]
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def producer(self, tensor: str) -> Node | None:
+        for n in self.nodes:
+            if n.output == tensor:
+                return n
+        return None
+
+    def hash(self) -> str:
+        """A digest of everything that defines the computation."""
+        h = hashlib.sha256()
+        h.update(f"{self.input}:{self.input_type}->{self.output}".encode())
+        for n in self.nodes:
+            h.update(f"|{n.kind}:{n.name}:{n.inputs}:{n.output}".encode())
+            for k, v in sorted(n.attrs().items()):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> str:
+        types = self.validate()
+        lines = [f"graph {self.name}: input {self.input} {self.input_type}"]
+        for n in self.nodes:
+            extra = ""
+            if isinstance(n, Dense):
+                extra = f" W{n.weight.shape[0]}x{n.weight.shape[1]}:{n.wtype}"
+            elif isinstance(n, MultiThreshold):
+                extra = f" T{n.thresholds.shape[0]}x{n.thresholds.shape[1]}"
+            lines.append(f"  {n.kind:<15}{n.name:<16}-> {n.output} {types[n.output]}{extra}")
+        return "\n".join(lines)

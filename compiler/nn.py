@@ -1,0 +1,342 @@
+"""Quantization-aware layers (published as `qloom.nn`).
+
+Training mode: fake quantization with straight-through estimators.
+Eval mode (integer-exact): every quantized layer computes its accumulator from
+the integer codes exactly, then applies scales, bias, batch norm and the next
+activation quantizer in float. Every step of that tail is monotone in the
+accumulator, so the front end can turn it into thresholds that reproduce it
+bit for bit (see docs/numerics.md).
+
+Quantized activations travel between layers as `QTensor`s: the float value
+(which carries the gradient), the integer codes, the scale and the code type.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ir
+
+_EXACT_F32 = 1 << 24
+_EXACT_F64 = 1 << 53
+
+
+class QuantError(ValueError):
+    """A model that qloom cannot quantize or lower; the message names the layer."""
+
+
+def _ste(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """`exact` in the forward pass, the gradient of `surrogate` in the backward pass."""
+    return surrogate + (exact - surrogate).detach()
+
+
+class QTensor:
+    """A quantized tensor: value = (code - zero_point) * scale.
+
+    `code` is an int64 tensor in eval mode (None in training). Shape functions
+    (flatten, view, reshape, dropout) act on value and code alike; any other
+    torch function sees the float `value`, so a loss can consume a QTensor.
+    """
+
+    def __init__(self, value, code, scale, zero_point, qtype):
+        self.value, self.code, self.scale = value, code, scale
+        self.zero_point, self.qtype = int(zero_point), qtype
+
+    def _map(self, fn):
+        return QTensor(fn(self.value), None if self.code is None else fn(self.code),
+                       self.scale, self.zero_point, self.qtype)
+
+    # shape methods used by nn.Flatten and typical forward() code
+    def flatten(self, start_dim=0, end_dim=-1):
+        return self._map(lambda t: t.flatten(start_dim, end_dim))
+
+    def view(self, *shape):
+        return self._map(lambda t: t.reshape(*shape))
+
+    reshape = view
+
+    def size(self, dim=None):
+        return self.value.size() if dim is None else self.value.size(dim)
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    def dim(self):
+        return self.value.dim()
+
+    def __repr__(self):
+        return f"QTensor({self.qtype}, shape={tuple(self.shape)}, scale={float(self.scale):.6g})"
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.flatten, torch.reshape, torch.Tensor.flatten, torch.Tensor.view,
+                    torch.Tensor.reshape):
+            qt, *rest = args
+            return qt._map(lambda t: func(t, *rest, **kwargs))
+        if func in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
+            qt = args[0]
+            training = kwargs.get("training", args[2] if len(args) > 2 else True)
+            if not training:
+                return qt
+            return QTensor(func(*((qt.value,) + tuple(args[1:])), **kwargs), None,
+                           qt.scale, qt.zero_point, qt.qtype)
+        unwrap = lambda a: a.value if isinstance(a, QTensor) else a  # noqa: E731
+        args = tuple(unwrap(a) for a in args)
+        kwargs = {k: unwrap(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+def as_value(x):
+    """The float value of a QTensor, or the tensor itself."""
+    return x.value if isinstance(x, QTensor) else x
+
+
+# ---------------------------------------------------------------- input
+
+class QuantInput(nn.Module):
+    """Fixes how float inputs become integer codes.
+
+    Int codes: code = clamp(round(x / scale) + zero_point) into `bits`
+    (`signed` or not); value = (code - zero_point) * scale.
+    `bipolar=True`: code = +1 where x >= 0 else -1 (scale 1).
+    """
+
+    def __init__(self, bits: int = 8, signed: bool = False, scale: float = 1 / 255,
+                 zero_point: int = 0, bipolar: bool = False):
+        super().__init__()
+        if bipolar:
+            self.qtype = ir.Bipolar
+            scale, zero_point = 1.0, 0
+        else:
+            if not (isinstance(bits, int) and 1 <= bits <= 16):
+                raise QuantError(f"QuantInput: bits must be an integer in 1..16, got {bits!r}")
+            self.qtype = ir.Int(bits, signed)
+            if not (self.qtype.min <= zero_point <= self.qtype.max):
+                raise QuantError(f"QuantInput: zero_point {zero_point} is outside the code range "
+                                 f"{self.qtype.min}..{self.qtype.max} of {self.qtype}")
+        if not (scale > 0 and math.isfinite(scale)):
+            raise QuantError(f"QuantInput: scale must be a positive finite float, got {scale!r}")
+        self.zero_point = int(zero_point)
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float32))
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.qtype is ir.Bipolar:
+            return torch.where(x >= 0, 1, -1).to(torch.int64)
+        q = torch.round(x / self.scale) + self.zero_point
+        return q.clamp(self.qtype.min, self.qtype.max).to(torch.int64)
+
+    def forward(self, x):
+        code = self.codes(x)
+        value = (code - self.zero_point).to(torch.float32) * self.scale
+        return QTensor(value, code, self.scale, self.zero_point, self.qtype)
+
+    def extra_repr(self):
+        return f"{self.qtype}, scale={float(self.scale):.6g}, zero_point={self.zero_point}"
+
+
+# ---------------------------------------------------------------- weights
+
+WEIGHT_KINDS = ("bipolar", "ternary", 2, 3, 4, 5, 6, 7, 8)
+
+
+def weight_qtype(weight_bits, narrow_range=True) -> ir.ElemType:
+    if weight_bits in ("bipolar", 1):
+        return ir.Bipolar
+    if weight_bits == "ternary":
+        return ir.Int(2, True)
+    return ir.Int(int(weight_bits), True)
+
+
+def _pow2(s: torch.Tensor, up: bool) -> torch.Tensor:
+    e = torch.log2(s)
+    return torch.exp2(torch.ceil(e) if up else torch.round(e))
+
+
+class _QuantWeightMixin:
+    """Weight quantizer shared by QuantLinear and (later) QuantConv2d."""
+
+    def _init_wq(self, weight_bits, per_channel, scale, narrow_range):
+        if weight_bits == 1:
+            weight_bits = "bipolar"
+        if weight_bits not in WEIGHT_KINDS:
+            raise QuantError(f"{type(self).__name__}: weight_bits must be one of {WEIGHT_KINDS}, "
+                             f"got {weight_bits!r}")
+        if scale not in ("float", "pow2"):
+            raise QuantError(f"{type(self).__name__}: scale must be 'float' or 'pow2', got {scale!r}")
+        self.weight_bits, self.per_channel, self.scale_mode = weight_bits, per_channel, scale
+        self.narrow_range = narrow_range
+        self.wtype = weight_qtype(weight_bits)
+
+    def _reduce(self, t: torch.Tensor, fn):
+        if self.per_channel:
+            return fn(t.flatten(1), dim=1).reshape((-1,) + (1,) * (t.dim() - 1))
+        return fn(t.flatten().unsqueeze(0), dim=1).reshape(())
+
+    def quant_weight(self):
+        """(codes, scale): integer codes as float tensors, scale per channel or per tensor.
+
+        The codes are exact integers; the scale is float32 and always > 0.
+        """
+        w = self.weight.detach()
+        absmean = lambda t, dim: t.abs().mean(dim=dim)  # noqa: E731
+        if self.weight_bits == "bipolar":
+            codes = torch.where(w >= 0, 1.0, -1.0)
+            s = self._reduce(w, absmean)
+        elif self.weight_bits == "ternary":
+            delta = 0.7 * self._reduce(w, absmean)              # TWN's threshold
+            codes = torch.where(w.abs() > delta, torch.sign(w), torch.zeros_like(w))
+            nz = (codes != 0).float()
+            s = self._reduce(w.abs() * nz, lambda t, dim: t.sum(dim)) / \
+                self._reduce(nz, lambda t, dim: t.sum(dim)).clamp(min=1)
+        else:
+            qmax = (1 << (self.weight_bits - 1)) - 1
+            qmin = -qmax if self.narrow_range else -qmax - 1
+            s = self._reduce(w, lambda t, dim: t.abs().amax(dim=dim)) / qmax
+            if self.scale_mode == "pow2":
+                s = _pow2(s.clamp(min=1e-30), up=True)
+            codes = torch.round(w / s.clamp(min=1e-30)).clamp(qmin, qmax)
+        if self.scale_mode == "pow2" and self.weight_bits in ("bipolar", "ternary"):
+            s = _pow2(s.clamp(min=1e-30), up=False)
+        s = torch.where(s > 0, s, torch.ones_like(s)).to(torch.float32)
+        return codes, s
+
+    def int_weight(self) -> torch.Tensor:
+        """The weight codes as int64."""
+        return self.quant_weight()[0].to(torch.int64)
+
+    def fake_quant_weight(self):
+        codes, s = self.quant_weight()
+        return _ste(codes * s, self.weight)
+
+    def acc_is_wide(self, in_qtype, zero_point=0) -> bool:
+        """True when |acc| can reach 2**24, so the float tail must run in float64."""
+        w = self.int_weight().abs().flatten(1).sum(dim=1).max().item()
+        xmax = max(abs(in_qtype.min - zero_point), abs(in_qtype.max - zero_point))
+        return w * xmax >= _EXACT_F32
+
+    def _check_input(self, x):
+        if not isinstance(x, QTensor):
+            name = getattr(self, "_qloom_name", type(self).__name__)
+            raise QuantError(f"{type(self).__name__} '{name}' received an unquantized float tensor; "
+                             f"put a QuantInput, QuantAct or BinaryAct before it")
+
+    def _exact_acc(self, x: QTensor, op) -> torch.Tensor:
+        """The integer accumulator in float64 (exact while |acc| < 2**53), from the codes."""
+        if x.code is None:
+            raise QuantError(f"{type(self).__name__}: input codes missing in eval mode "
+                             f"(was the producer in training mode? call model.eval())")
+        xc = (x.code - x.zero_point).to(torch.float64)
+        return op(xc, self.int_weight().to(torch.float64))
+
+    def acc_to_float(self, acc: torch.Tensor, in_scale, wide: bool) -> torch.Tensor:
+        """The layer's float output from its integer accumulator (channels on dim 1)."""
+        shape = (1, -1) + (1,) * (acc.dim() - 2)
+        mult = (self.quant_weight()[1].reshape(-1) * in_scale).to(torch.float32).reshape(shape)
+        if wide:
+            y = acc.to(torch.float64) * mult.to(torch.float64)
+            if self.bias is not None:
+                y = y + self.bias.detach().to(torch.float64).reshape(shape)
+            return y.to(torch.float32)
+        y = acc.to(torch.float32) * mult
+        if self.bias is not None:
+            y = y + self.bias.detach().reshape(shape)
+        return y
+
+
+class QuantLinear(_QuantWeightMixin, nn.Linear):
+    """A Linear layer with quantized weights.
+
+    weight_bits: "bipolar" (or 1), "ternary", or 2..8; per_channel scales or
+    one per tensor; scale "float" (free) or "pow2"; narrow_range keeps n-bit
+    codes symmetric (-(2**(n-1)-1) .. 2**(n-1)-1).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, weight_bits=4,
+                 per_channel=False, scale="float", narrow_range=True):
+        super().__init__(in_features, out_features, bias=bias)
+        self._init_wq(weight_bits, per_channel, scale, narrow_range)
+
+    def forward(self, x):
+        self._check_input(x)
+        if self.training:
+            return F.linear(x.value, self.fake_quant_weight(), self.bias)
+        acc = self._exact_acc(x, lambda a, w: a @ w.T)
+        return self.acc_to_float(acc, x.scale, self.acc_is_wide(x.qtype, x.zero_point))
+
+    def extra_repr(self):
+        return (f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, "
+                f"weight={self.weight_bits}, per_channel={self.per_channel}, scale={self.scale_mode}")
+
+
+# ---------------------------------------------------------------- activations
+
+class QuantAct(nn.Module):
+    """n-bit activation quantizer: code = clamp(round(y / s)), s = max_val / qmax.
+
+    Unsigned codes are 0..2**bits-1; signed codes are -2**(bits-1)..2**(bits-1)-1.
+    The range max_val is learned (LSQ-style, `learnable=True`) or calibrated
+    from the running maximum of |y| during training (`learnable=False`).
+    """
+
+    def __init__(self, bits: int = 4, signed: bool = False, max_val: float = 4.0,
+                 learnable: bool = True, momentum: float = 0.1):
+        super().__init__()
+        if not (isinstance(bits, int) and 1 <= bits <= 16):
+            raise QuantError(f"QuantAct: bits must be an integer in 1..16, got {bits!r}")
+        if signed and bits < 2:
+            raise QuantError("QuantAct: a signed quantizer needs at least 2 bits (use BinaryAct for ±1)")
+        self.qtype = ir.Int(bits, signed)
+        self.qmax = self.qtype.max
+        self.learnable, self.momentum = learnable, momentum
+        init = torch.tensor(float(max_val))
+        if learnable:
+            self.max_val = nn.Parameter(init)
+        else:
+            self.register_buffer("max_val", init)
+
+    def scale(self) -> torch.Tensor:
+        return (self.max_val.abs() + 1e-8) / self.qmax
+
+    def codes(self, y: torch.Tensor) -> torch.Tensor:
+        """Integer codes of the float tensor y (the exact eval-mode function)."""
+        s = self.scale().detach().to(torch.float32)
+        return torch.round(y / s).clamp(self.qtype.min, self.qtype.max).to(torch.int64)
+
+    def forward(self, y):
+        y = as_value(y)
+        if self.training:
+            if not self.learnable:
+                with torch.no_grad():
+                    m = y.detach().abs().max()
+                    self.max_val.mul_(1 - self.momentum).add_(self.momentum * m)
+            s = self.scale()
+            q = torch.clamp(y / s, self.qtype.min, self.qtype.max)
+            return QTensor(_ste(torch.round(q), q) * s, None, s.detach(), 0, self.qtype)
+        code = self.codes(y)
+        s = self.scale().detach().to(torch.float32)
+        return QTensor(code.to(torch.float32) * s, code, s, 0, self.qtype)
+
+    def extra_repr(self):
+        return f"{self.qtype}, max_val={float(self.max_val):.4g}, learnable={self.learnable}"
+
+
+class BinaryAct(nn.Module):
+    """Sign activation: code = +1 where y >= 0 else -1; straight-through (hardtanh) gradient."""
+    qtype = ir.Bipolar
+
+    def codes(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(y >= 0, 1, -1).to(torch.int64)
+
+    def forward(self, y):
+        y = as_value(y)
+        one = torch.ones((), dtype=torch.float32)
+        if self.training:
+            return QTensor(_ste(torch.where(y >= 0, 1.0, -1.0), y.clamp(-1, 1)), None, one, 0, ir.Bipolar)
+        code = self.codes(y)
+        return QTensor(code.to(torch.float32), code, one, 0, ir.Bipolar)

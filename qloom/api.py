@@ -115,6 +115,40 @@ class Accelerator:
                               lsb_histogram={int(v): int(c) for v, c in zip(vals, counts)},
                               compared=compared)
 
+    # ------------------------------------------------------------ hardware
+    def fold(self, target_ii: int | None = None, folding: dict | None = None) -> dict:
+        """Choose PE/SIMD per layer (cheapest that meets target_ii; `folding` entries are taken as given)."""
+        from qloom.compiler import folding as folding_mod
+        self.folding = folding_mod.fold(self.graph, target_ii=target_ii, manual=folding)
+        return self.folding
+
+    def estimate(self) -> dict:
+        """Cycles, II, latency and LUT/FF/BRAM/DSP estimates for the current folding."""
+        from qloom.compiler import folding as folding_mod
+        return folding_mod.estimate(self.graph, self._folding())
+
+    def _folding(self):
+        if getattr(self, "folding", None) is None:
+            self.fold(self.options.get("target_ii"), self.options.get("folding"))
+        return self.folding
+
+    def hardware(self):
+        """The Amaranth component (a DataflowAccelerator) for the current folding."""
+        from qloom.hdl.accelerator import DataflowAccelerator
+        return DataflowAccelerator(self.graph, self._folding())
+
+    def verilog(self, name: str = "qloom_top") -> str:
+        """Verilog text of the accelerator (RTLIL + Yosys proc, with a timescale)."""
+        from qloom.hdl import emit
+        return emit.verilog(self.hardware(), name)
+
+    def save(self, out_dir, x_float=None, x_int=None, name: str = "qloom_top") -> dict:
+        """Write the build dir: accelerator.v, manifest.json and, given inputs, test vectors."""
+        from qloom.hdl import emit
+        if x_int is None and x_float is not None:
+            x_int = self.quantize_input(x_float)
+        return emit.write_build_dir(out_dir, self.graph, self._folding(), x_int, name)
+
     # ------------------------------------------------------------ graph edits
     def _append_argmax(self):
         g = self.graph
@@ -136,7 +170,8 @@ class Accelerator:
 
 
 def compile(model: torch.nn.Module, example_input, *, name: str = "qloom", requantize: bool = False,
-            argmax: bool = False, check: bool = True) -> Accelerator:
+            argmax: bool = False, check: bool = True, target_ii: int | None = None,
+            folding: dict | None = None) -> Accelerator:
     """Lower a model of qloom.nn layers to an Accelerator.
 
     requantize: outputs of 5+ bits use a fixed-point Requantize instead of
@@ -144,10 +179,12 @@ def compile(model: torch.nn.Module, example_input, *, name: str = "qloom", requa
     argmax: append an ArgMax (class label) to the graph.
     check: verify on `example_input` that the IR equals torch eval (always true for
         thresholds; a failure is a qloom bug and raises).
+    target_ii, folding: how to fold the hardware (see Accelerator.fold).
     """
     example_input = torch.as_tensor(example_input, dtype=torch.float32)
     lowered = frontend.lower(model, example_input, name=name, requantize=requantize)
-    acc = Accelerator(model, lowered, {"requantize": requantize, "argmax": argmax})
+    acc = Accelerator(model, lowered, {"requantize": requantize, "argmax": argmax,
+                                       "target_ii": target_ii, "folding": folding})
     if check:
         rep = acc.fidelity(example_input)
         if requantize:

@@ -1,0 +1,215 @@
+"""Folding: PE/SIMD per layer, the stream plan, and cycle/resource estimates.
+
+A Dense of K inputs and N outputs folded to PE | N lanes and SIMD | K lanes
+takes (K/SIMD) * (N/PE) cycles per vector. The accelerator's II is the slowest
+stage's. `fold` picks, for a target II, the cheapest folding of each layer that
+meets it; `plan` turns a folding into the chain of hardware stages with the
+number of elements per beat on every stream; `estimate` gives cycles, latency
+and LUT/FF/BRAM/DSP per stage (a first-order model; `bench/synth.py` checks it
+against Yosys/nextpnr).
+"""
+from __future__ import annotations
+
+import math
+
+from . import ir
+
+
+class FoldingError(ValueError):
+    """A folding that cannot be built; the message names the layer and the valid values."""
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def dense_cycles(node: ir.Dense, pe: int, simd: int) -> int:
+    n, k = node.weight.shape
+    return (k // simd) * (n // pe)
+
+
+def _mac_luts(wtype, xtype, acc_bits) -> float:
+    """LUTs for one SIMD lane of one PE: its product and its share of the adder tree."""
+    if isinstance(wtype, ir.BipolarType) and isinstance(xtype, ir.BipolarType):
+        return 1.0                                  # XNOR + popcount
+    if isinstance(wtype, ir.BipolarType) or isinstance(xtype, ir.BipolarType):
+        return xtype.bits + 1 if isinstance(wtype, ir.BipolarType) else wtype.bits + 1  # add/sub
+    return wtype.bits * xtype.bits + acc_bits / 2   # multiplier in LUTs + tree
+
+
+def _check_choice(node, pe, simd):
+    n, k = node.weight.shape
+    if n % pe:
+        raise FoldingError(f"layer '{node.name}': PE={pe} does not divide its {n} outputs; "
+                           f"valid PE: {divisors(n)}")
+    if k % simd:
+        raise FoldingError(f"layer '{node.name}': SIMD={simd} does not divide its {k} inputs; "
+                           f"valid SIMD: {divisors(k)}")
+
+
+def fold(graph: ir.Graph, target_ii: int | None = None, manual: dict | None = None) -> dict:
+    """{dense name: {"pe": p, "simd": s}}.
+
+    manual: {name: {"pe":..,"simd":..}} taken as given (checked); other layers are
+    chosen as the cheapest folding with cycles <= target_ii (fully folded when
+    target_ii is None). A layer that cannot meet target_ii gets its fastest folding.
+    """
+    manual = manual or {}
+    types = graph.validate()
+    dense = [n for n in graph.nodes if isinstance(n, ir.Dense)]
+    names = {n.name for n in dense}
+    for name in manual:
+        if name not in names:
+            raise FoldingError(f"folding names layer '{name}', which is not a Dense layer of the graph; "
+                               f"layers: {sorted(names)}")
+    out = {}
+    for node in dense:
+        if node.name in manual:
+            f = manual[node.name]
+            pe, simd = int(f.get("pe", 1)), int(f.get("simd", 1))
+            _check_choice(node, pe, simd)
+        else:
+            n, k = node.weight.shape
+            best = None
+            for pe in divisors(n):
+                for simd in divisors(k):
+                    cyc = dense_cycles(node, pe, simd)
+                    ok = target_ii is None or cyc <= target_ii
+                    # cost: lanes first; prefer SIMD (shared input) over PE at equal lanes
+                    key = (not ok, pe * simd if ok else cyc, pe)
+                    if best is None or key < best[0]:
+                        best = (key, pe, simd)
+                    if target_ii is None:
+                        break
+                if target_ii is None:
+                    break
+            _, pe, simd = best
+        out[node.name] = {"pe": pe, "simd": simd}
+    return out
+
+
+def plan(graph: ir.Graph, folding: dict) -> list[dict]:
+    """The chain of hardware stages with their stream widths (elements per beat).
+
+    Each stage: {"kind", "node", "in_n", "out_n", "in_type", "out_type", "frame_in",
+    "frame_out", ...}. Kinds: mvu, threshold, requantize, argmax, and the
+    plumbing inserted by the planner: width (a WidthConverter) and fifo.
+    Flatten is free: the stream order (C fastest) does not change.
+    """
+    types = graph.validate()
+    stages = []
+    cur_n = None
+    cur_type = graph.input_type
+    for node in graph.nodes:
+        t_in = types[node.inputs[0]]
+        t_out = types[node.output]
+        if isinstance(node, ir.Flatten):
+            cur_type = t_out
+            continue
+        if isinstance(node, ir.Dense):
+            f = folding.get(node.name)
+            if f is None:
+                raise FoldingError(f"no folding for layer '{node.name}'")
+            _check_choice(node, f["pe"], f["simd"])
+            need = f["simd"]
+            kind, out_n = "mvu", f["pe"]
+            extra = {"pe": f["pe"], "simd": f["simd"], "cycles": dense_cycles(node, f["pe"], f["simd"])}
+        elif isinstance(node, (ir.MultiThreshold, ir.Requantize)):
+            need = cur_n if cur_n is not None else 1
+            kind, out_n = ("threshold" if isinstance(node, ir.MultiThreshold) else "requantize"), need
+            extra = {"pe": need, "cycles": t_in.size // need}
+        elif isinstance(node, ir.ArgMax):
+            need = cur_n if cur_n is not None else 1
+            kind, out_n = "argmax", 1
+            extra = {"simd": need, "cycles": t_in.size // need}
+        else:
+            raise FoldingError(f"{node.kind} '{node.name}' has no hardware stage yet")
+        if cur_n is None:
+            cur_n = need                       # the accelerator's input beat width
+            input_n = need
+        elif cur_n != need:
+            stages.append({"kind": "width", "node": node.name + ":width", "in_n": cur_n, "out_n": need,
+                           "in_type": t_in, "out_type": t_in, "frame": t_in.size,
+                           "cycles": t_in.size // min(cur_n, need)})
+        if kind == "mvu":
+            stages.append({"kind": "fifo", "node": node.name + ":fifo", "in_n": need, "out_n": need,
+                           "in_type": t_in, "out_type": t_in, "depth": max(2, t_in.size // need),
+                           "cycles": t_in.size // need})
+        stages.append({"kind": kind, "node": node.name, "in_n": need, "out_n": out_n,
+                       "in_type": t_in, "out_type": t_out, **extra})
+        cur_n, cur_type = out_n, t_out
+    if cur_n is None:
+        raise FoldingError("the graph has no hardware stage (nothing to build)")
+    for s in stages:
+        s.setdefault("frame_in", s["in_type"].size)
+    stages[0]["input_n"] = input_n
+    return stages
+
+
+def _bram18(width: int, depth: int) -> int:
+    """18-Kbit block RAMs for a width x depth ROM (best aspect ratio)."""
+    configs = [(1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512)]
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in configs)
+
+
+def estimate(graph: ir.Graph, folding: dict) -> dict:
+    """Cycles, II, latency and resources, per stage and in total (plain dict)."""
+    stages = plan(graph, folding)
+    nodes = {n.name: n for n in graph.nodes}
+    rows = []
+    for s in stages:
+        luts = ffs = brams = dsps = 0
+        depth = 1
+        ti, to = s["in_type"], s["out_type"]
+        if s["kind"] == "mvu":
+            node = nodes[s["node"]]
+            pe, simd = s["pe"], s["simd"]
+            acc = to.dtype.bits
+            luts = pe * simd * _mac_luts(node.wtype, ti.dtype, acc) + pe * acc * 2 + 40
+            ffs = pe * acc * 2 + simd * ti.dtype.bits * 2 + 32
+            rom_depth = s["cycles"]
+            width = simd * node.wtype.bits
+            if rom_depth >= 128:
+                brams = pe * _bram18(width, rom_depth)
+            else:
+                luts += pe * width * max(1, rom_depth // 16)
+            ibuf = ti.size // simd
+            if ibuf >= 128:
+                brams += _bram18(simd * ti.dtype.bits, ibuf)
+            else:
+                luts += simd * ti.dtype.bits * max(1, ibuf // 16)
+            depth = 4
+        elif s["kind"] == "threshold":
+            node = nodes[s["node"]]
+            k = node.thresholds.shape[1]
+            luts = s["pe"] * k * (ti.dtype.bits + 1) + s["pe"] * 8
+            ffs = s["pe"] * to.dtype.bits + 8
+            depth = 2
+        elif s["kind"] == "requantize":
+            node = nodes[s["node"]]
+            mbits = max(int(abs(node.mult).max()).bit_length(), 1) + 1
+            dsps = s["pe"]
+            luts = s["pe"] * (mbits + ti.dtype.bits + to.dtype.bits)
+            ffs = s["pe"] * (ti.dtype.bits + mbits) * 2
+            depth = 3
+        elif s["kind"] == "argmax":
+            luts = s["simd"] * ti.dtype.bits * 2 + 16
+            ffs = ti.dtype.bits + 16
+            depth = 2
+        elif s["kind"] == "width":
+            bits = ti.dtype.bits * max(s["in_n"], s["out_n"])
+            luts, ffs = bits, 2 * bits
+        elif s["kind"] == "fifo":
+            bits = ti.dtype.bits * s["in_n"] * s["depth"]
+            if s["depth"] >= 128:
+                brams = _bram18(ti.dtype.bits * s["in_n"], s["depth"])
+            else:
+                luts = bits / 16 + 16
+            ffs = ti.dtype.bits * s["in_n"] + 16
+        rows.append({"stage": s["node"], "kind": s["kind"], "cycles": s["cycles"], "depth": depth,
+                     "pe": s.get("pe"), "simd": s.get("simd"), "luts": int(round(luts)), "ffs": int(ffs),
+                     "brams": int(brams), "dsps": int(dsps)})
+    ii = max(r["cycles"] for r in rows if r["kind"] != "fifo")
+    latency = sum(r["cycles"] + r["depth"] for r in rows if r["kind"] not in ("fifo",))
+    total = {k: sum(r[k] for r in rows) for k in ("luts", "ffs", "brams", "dsps")}
+    return {"ii": ii, "latency": latency, "stages": rows, **total}

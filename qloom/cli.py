@@ -1,0 +1,135 @@
+"""The `qloom` command line (also `python -m qloom`)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import pathlib
+import sys
+import time
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def load_spec(spec: str):
+    """(model, example_input) from a built-in example name or `path/to/file.py:function`."""
+    from qloom.examples import EXAMPLES, build
+    if spec in EXAMPLES:
+        return build(spec)
+    if ":" in spec:
+        path, func = spec.rsplit(":", 1)
+        p = pathlib.Path(path)
+        if not p.is_file():
+            raise CLIError(f"spec '{spec}': file {path} not found")
+        mod_spec = importlib.util.spec_from_file_location(p.stem, p)
+        mod = importlib.util.module_from_spec(mod_spec)
+        try:
+            mod_spec.loader.exec_module(mod)
+        except Exception as e:  # a user's file: report what broke
+            raise CLIError(f"spec '{spec}': importing {path} failed: {type(e).__name__}: {e}") from e
+        fn = getattr(mod, func, None)
+        if not callable(fn):
+            raise CLIError(f"spec '{spec}': {path} has no function '{func}'")
+        res = fn()
+        if not (isinstance(res, tuple) and len(res) == 2):
+            raise CLIError(f"spec '{spec}': {func}() must return (model, example_input), got {type(res).__name__}")
+        return res
+    raise CLIError(f"unknown spec '{spec}': give a built-in example ({', '.join(EXAMPLES)}) "
+                   f"or path/to/file.py:function returning (model, example_input)")
+
+
+def _progress(msg):
+    print(f"[qloom] {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_examples(args):
+    from qloom.examples import EXAMPLES
+    if args.json:
+        print(json.dumps({k: v[1] for k, v in EXAMPLES.items()}, indent=2))
+    else:
+        w = max(map(len, EXAMPLES))
+        for k, (_, desc) in EXAMPLES.items():
+            print(f"{k:<{w}}  {desc}")
+
+
+def cmd_compile(args):
+    import qloom
+    folding = None
+    if args.fold:
+        p = pathlib.Path(args.fold)
+        if not p.is_file():
+            raise CLIError(f"--fold: file {args.fold} not found")
+        try:
+            folding = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise CLIError(f"--fold: {args.fold} is not valid JSON: {e}") from e
+    t0 = time.time()
+    _progress(f"loading {args.spec}")
+    model, x = load_spec(args.spec)
+    _progress("lowering to the integer IR and checking fidelity")
+    acc = qloom.compile(model, x, name=args.spec.replace("-", "_").split("/")[-1].split(":")[-1],
+                        argmax=args.argmax, target_ii=args.target_ii, folding=folding)
+    _progress("folding and generating Verilog")
+    frames = min(args.frames, len(x))
+    manifest = acc.save(args.out, x_float=x[:frames])
+    _progress(f"wrote {args.out} in {time.time() - t0:.1f} s")
+    if args.json:
+        print(json.dumps({"out": str(args.out), "ii_estimate": manifest["ii_estimate"],
+                          "latency_estimate": manifest["latency_estimate"],
+                          "resources_estimate": manifest["resources_estimate"],
+                          "folding": manifest["folding"], "graph_hash": manifest["graph_hash"]}, indent=2))
+    else:
+        print(acc.graph.summary())
+        r = manifest["resources_estimate"]
+        print(f"II {manifest['ii_estimate']} cycles, latency ~{manifest['latency_estimate']} cycles, "
+              f"LUT {r['luts']}, FF {r['ffs']}, BRAM18 {r['brams']}, DSP {r['dsps']} (estimates)")
+        print(f"build dir: {args.out} (accelerator.v, manifest.json, inputs.npy, outputs.npy)")
+
+
+def make_parser():
+    ap = argparse.ArgumentParser(prog="qloom", description=(
+        "qloom: quantized PyTorch networks to bit-exact streaming FPGA accelerators (Amaranth, open tools)."))
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+    p = sub.add_parser("examples", help="list the built-in example networks")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_examples)
+    p = sub.add_parser("compile", help="compile a network into a build dir (Verilog, manifest, vectors)",
+                       description="Lower SPEC to the integer IR, fold it, and write accelerator.v, "
+                                   "manifest.json and test vectors into --out.")
+    p.add_argument("spec", help="built-in example name (see `qloom examples`) or path/to/file.py:function "
+                                "returning (model, example_input)")
+    p.add_argument("--out", required=True, help="build directory to write")
+    p.add_argument("--target-ii", type=int, default=None,
+                   help="target initiation interval in cycles per frame (default: fully folded)")
+    p.add_argument("--fold", default=None, help='JSON file {"layer": {"pe": P, "simd": S}} of manual foldings')
+    p.add_argument("--argmax", action="store_true", help="end the accelerator with an argmax (class label)")
+    p.add_argument("--frames", type=int, default=64, help="frames of test vectors to write (default 64)")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(fn=cmd_compile)
+    return ap
+
+
+def main(argv=None):
+    ap = make_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "fn", None):
+        ap.print_help()
+        return 0
+    try:
+        args.fn(args)
+    except CLIError as e:
+        print(f"qloom {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the user gets one line; QLOOM_DEBUG=1 shows the traceback
+        import os
+        if os.environ.get("QLOOM_DEBUG"):
+            raise
+        print(f"qloom {args.cmd}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

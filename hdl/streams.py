@@ -94,11 +94,13 @@ async def stream_get(ctx, port, *, rng: random.Random | None = None, stall: floa
 
 
 def run_stream(dut, i_port, o_port, beats_in: list[int], n_out: int, *, stall_in=0.3, stall_out=0.3,
-               seed=0, max_cycles=1_000_000, vcd: str | None = None, extra=None) -> list[int]:
+               seed=0, max_cycles=1_000_000, vcd: str | None = None, extra=None,
+               beat_times: list | None = None) -> list[int]:
     """Simulate `dut`: push `beats_in` into i_port under random valid gaps, collect
     `n_out` beats from o_port under random backpressure, and check nothing more comes.
 
     Returns the payloads received. `extra` may add testbenches: fn(sim).
+    `beat_times`, if given, receives the cycle number of every output beat.
     """
     from amaranth.sim import Simulator
 
@@ -111,9 +113,17 @@ def run_stream(dut, i_port, o_port, beats_in: list[int], n_out: int, *, stall_in
         for b in beats_in:
             await stream_put(ctx, i_port, b, rng=rin, stall=stall_in)
 
+    cycle = [0]
+
+    async def counter(ctx):
+        async for _ in ctx.tick():
+            cycle[0] += 1
+
     async def consumer(ctx):
         for _ in range(n_out):
             got.append(await stream_get(ctx, o_port, rng=rout, stall=stall_out))
+            if beat_times is not None:
+                beat_times.append(cycle[0])
         # nothing more may come out: watch a while with ready high
         ctx.set(o_port.ready, 1)
         for _ in range(64):
@@ -127,6 +137,8 @@ def run_stream(dut, i_port, o_port, beats_in: list[int], n_out: int, *, stall_in
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.add_testbench(watchdog, background=True)
+    if beat_times is not None:
+        sim.add_testbench(counter, background=True)
     if extra:
         extra(sim)
     if vcd:

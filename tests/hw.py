@@ -1,0 +1,30 @@
+"""Whole-accelerator simulation in amaranth.sim, for the hardware tests."""
+import numpy as np
+
+from qloom.compiler import reference
+from qloom.hdl import streams
+from qloom.hdl.accelerator import DataflowAccelerator
+
+
+def simulate(graph, folding, x_int, stall_in=0.3, stall_out=0.3, seed=0, beat_times=None):
+    """Run frames x_int through the accelerator; return outputs shaped like reference.run's."""
+    dut = DataflowAccelerator(graph, folding)
+    x_int = reference.check_input(graph, x_int)
+    beats = streams.to_beats(dut.in_type, x_int.reshape(-1), dut.in_n)
+    out_shape = graph.validate()[graph.output].shape
+    frame_out = int(np.prod(out_shape))
+    n_out = x_int.shape[0] * frame_out // dut.out_n
+    got = streams.run_stream(dut, dut.i, dut.o, beats, n_out, stall_in=stall_in, stall_out=stall_out,
+                             seed=seed, max_cycles=50_000_000, beat_times=beat_times)
+    flat = streams.from_beats(dut.out_type, got, dut.out_n)
+    return np.array(flat, dtype=np.int64).reshape((x_int.shape[0],) + tuple(out_shape))
+
+
+def measured_ii(graph, folding, x_int):
+    """Cycles between consecutive output frames in steady state, with no stalls."""
+    dut_out_n = DataflowAccelerator(graph, folding).out_n
+    times = []
+    simulate(graph, folding, x_int, stall_in=0.0, stall_out=0.0, beat_times=times)
+    per_frame = int(np.prod(graph.validate()[graph.output].shape)) // dut_out_n
+    ends = times[per_frame - 1::per_frame]
+    return ends[-1] - ends[-2], times

@@ -166,6 +166,113 @@ class Dense(Node):
         return {"weight": self.weight, "wtype": str(self.wtype)}
 
 
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+@dataclass(eq=False)
+class Conv2d(Node):
+    """Cross-correlation on a channels-last (H, W, C) map, exact.
+
+    weight is (OC, KH, KW, C // groups); padding (ph, pw) adds `pad_value` (an
+    integer of the input type) on each side; dilation 1. Output (OH, OW, OC).
+    """
+    weight: np.ndarray = None
+    wtype: ElemType = None
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    pad_value: int = 0
+    groups: int = 1
+    kind = "Conv2d"
+
+    def __post_init__(self):
+        self.weight = _array(f"Conv2d '{self.name}' weight", self.weight, 4)
+        self.stride, self.padding = _pair(self.stride), _pair(self.padding)
+        self.pad_value, self.groups = int(self.pad_value), int(self.groups)
+
+    @property
+    def kernel(self):
+        return self.weight.shape[1:3]
+
+    def out_hw(self, h, w):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+    def acc_bounds(self, in_dtype):
+        w = self.weight.reshape(self.weight.shape[0], -1)
+        return (np.minimum(w * in_dtype.min, w * in_dtype.max).sum(axis=1),
+                np.maximum(w * in_dtype.min, w * in_dtype.max).sum(axis=1))
+
+    def infer(self, ins):
+        self._need(ins, 1)
+        (x,) = ins
+        if len(x.shape) != 3:
+            self._fail(f"expects a channels-last (H, W, C) input, got shape {x.shape}")
+        h, w, c = x.shape
+        oc, kh, kw, cg = self.weight.shape
+        g = self.groups
+        if g < 1 or c % g or oc % g or cg != c // g:
+            self._fail(f"weight shape {self.weight.shape} with groups={g} does not fit {c} input channels "
+                       f"(needs (OC, KH, KW, {c} // groups) and groups dividing {c} and OC)")
+        if min(self.stride) < 1 or min(self.padding) < 0:
+            self._fail(f"stride {self.stride} must be >= 1 and padding {self.padding} >= 0")
+        oh, ow = self.out_hw(h, w)
+        if oh < 1 or ow < 1:
+            self._fail(f"kernel {self.kernel} does not fit the {h}x{w} input with padding {self.padding}")
+        if max(self.padding) > 0 and not values_in(x.dtype, np.array(self.pad_value)):
+            self._fail(f"pad_value {self.pad_value} is not a value of the input type {x.dtype}")
+        if self.wtype is None:
+            self._fail("weight element type (wtype) is not set")
+        bad = ~values_in(self.wtype, self.weight)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            self._fail(f"weight{list(idx)} = {self.weight[idx]} is out of range for {self.wtype}")
+        lo, hi = self.acc_bounds(x.dtype)
+        return TensorType((oh, ow, oc), int_type_for(lo.min(initial=0), hi.max(initial=0)))
+
+    def attrs(self):
+        return {"weight": self.weight, "wtype": str(self.wtype), "stride": self.stride,
+                "padding": self.padding, "pad_value": self.pad_value, "groups": self.groups}
+
+
+@dataclass(eq=False)
+class MaxPool2d(Node):
+    """Max over k x k windows of a (H, W, C) map, per channel; no padding, floor mode."""
+    kernel: tuple = (2, 2)
+    stride: tuple = None
+    kind = "MaxPool2d"
+
+    def __post_init__(self):
+        self.kernel = _pair(self.kernel)
+        self.stride = self.kernel if self.stride is None else _pair(self.stride)
+
+    def infer(self, ins):
+        self._need(ins, 1)
+        (x,) = ins
+        if len(x.shape) != 3:
+            self._fail(f"expects a channels-last (H, W, C) input, got shape {x.shape}")
+        h, w, c = x.shape
+        oh, ow = (h - self.kernel[0]) // self.stride[0] + 1, (w - self.kernel[1]) // self.stride[1] + 1
+        if oh < 1 or ow < 1:
+            self._fail(f"kernel {self.kernel} does not fit the {h}x{w} input")
+        return TensorType((oh, ow, c), x.dtype)
+
+    def attrs(self):
+        return {"kernel": self.kernel, "stride": self.stride}
+
+
+@dataclass(eq=False)
+class SumPool(MaxPool2d):
+    """Sum over k x k windows per channel (average pooling = SumPool, then thresholds or Requantize)."""
+    kind = "SumPool"
+
+    def infer(self, ins):
+        t = super().infer(ins)
+        n = self.kernel[0] * self.kernel[1]
+        d = ins[0].dtype
+        return TensorType(t.shape, int_type_for(n * d.min, n * d.max))
+
+
 @dataclass(eq=False)
 class MultiThreshold(Node):
     """out = base + #{k : acc >= T[c, k]} along the last (channel) axis.

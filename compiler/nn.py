@@ -78,6 +78,13 @@ class QTensor:
                     torch.Tensor.reshape):
             qt, *rest = args
             return qt._map(lambda t: func(t, *rest, **kwargs))
+        if func is F.max_pool2d:            # max commutes with the increasing code -> value map
+            qt, *rest = args
+            return QTensor(func(qt.value, *rest, **kwargs),
+                           None if qt.code is None else func(qt.code.double(), *rest, **kwargs).long(),
+                           qt.scale, qt.zero_point, qt.qtype)
+        if func in (F.avg_pool2d, F.adaptive_avg_pool2d) and args[0].code is not None:
+            return _avg_pool_eval(func, *args, **kwargs)
         if func in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
             qt = args[0]
             training = kwargs.get("training", args[2] if len(args) > 2 else True)
@@ -89,6 +96,45 @@ class QTensor:
         args = tuple(unwrap(a) for a in args)
         kwargs = {k: unwrap(v) for k, v in kwargs.items()}
         return func(*args, **kwargs)
+
+
+class PoolTail:
+    """Average pooling of a QTensor in eval mode: the exact integer window sum, then one scale.
+
+    avg = (sum(code) - n * zero_point) * (scale / n), rounded to float32 once, so the
+    result is a function of the integer sum (the front end lowers it to SumPool).
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def acc_to_float(self, acc, in_scale, wide=True):
+        return (acc.to(torch.float64) * (in_scale.to(torch.float64) / self.n)).to(torch.float32)
+
+
+def pool_geometry(func, x, args, kwargs):
+    """(kernel, stride) of an avg_pool2d / adaptive_avg_pool2d(1) call on NCHW `x`."""
+    h, w = x.shape[-2:]
+    if func is F.adaptive_avg_pool2d:
+        size = args[0] if args else kwargs.get("output_size")
+        if size not in (1, (1, 1), [1, 1]):
+            raise QuantError(f"adaptive_avg_pool2d: only global pooling (output size 1) is supported, got {size}")
+        return (h, w), (h, w)
+    k = args[0] if args else kwargs["kernel_size"]
+    k = (k, k) if isinstance(k, int) else tuple(k)
+    st = args[1] if len(args) > 1 else kwargs.get("stride")
+    st = k if st in (None, []) else ((st, st) if isinstance(st, int) else tuple(st))
+    pad = args[2] if len(args) > 2 else kwargs.get("padding", 0)
+    if pad not in (0, (0, 0)) or kwargs.get("ceil_mode") or kwargs.get("divisor_override"):
+        raise QuantError("avg_pool2d: only padding 0, ceil_mode False and no divisor_override are supported")
+    return k, st
+
+
+def _avg_pool_eval(func, qt, *args, **kwargs):
+    k, st = pool_geometry(func, qt.value, args, kwargs)
+    code = (qt.code - qt.zero_point).to(torch.float64)
+    acc = F.avg_pool2d(code, k, st, divisor_override=1)          # exact integer window sums
+    return PoolTail(k[0] * k[1]).acc_to_float(acc, qt.scale)
 
 
 def as_value(x):
@@ -249,6 +295,52 @@ class _QuantWeightMixin:
         return y
 
 
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
+    """A Conv2d with quantized weights (same weight options as QuantLinear).
+
+    Padding adds input *codes* equal to the input's zero point (value 0), or
+    `pad_value` (a code) when given; a bipolar input has no zero, so padding it
+    needs an explicit pad_value of +1 or -1. Dilation 1.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=True,
+                 weight_bits=4, per_channel=False, scale="float", narrow_range=True, pad_value=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, groups=groups,
+                         bias=bias)
+        self._init_wq(weight_bits, per_channel, scale, narrow_range)
+        self.pad = _pair(padding)
+        self.pad_value = pad_value
+
+    def pad_code(self, x: QTensor) -> int:
+        """The input code that padding adds."""
+        if self.pad_value is not None:
+            return int(self.pad_value)
+        if x.qtype is ir.Bipolar and max(self.pad) > 0:
+            name = getattr(self, "_qloom_name", type(self).__name__)
+            raise QuantError(f"QuantConv2d '{name}' pads a bipolar input, which has no zero; "
+                             f"give pad_value=+1 or pad_value=-1")
+        return x.zero_point
+
+    def _padded(self, t, fill):
+        ph, pw = self.pad
+        return F.pad(t, (pw, pw, ph, ph), value=fill) if ph or pw else t
+
+    def forward(self, x):
+        self._check_input(x)
+        pc = self.pad_code(x)
+        if self.training:
+            v = self._padded(x.value, float((pc - x.zero_point) * x.scale))
+            return F.conv2d(v, self.fake_quant_weight(), self.bias, self.stride, 0, 1, self.groups)
+        xq = QTensor(x.value, self._padded(x.code, pc), x.scale, x.zero_point, x.qtype)
+        acc = self._exact_acc(xq, lambda a, w: F.conv2d(a, w, None, self.stride, 0, 1, self.groups))
+        self.last_acc = acc          # for fidelity reports: the exact accumulator of the last batch
+        return self.acc_to_float(acc, x.scale, self.acc_is_wide(x.qtype, x.zero_point))
+
+
 class QuantLinear(_QuantWeightMixin, nn.Linear):
     """A Linear layer with quantized weights.
 
@@ -267,6 +359,7 @@ class QuantLinear(_QuantWeightMixin, nn.Linear):
         if self.training:
             return F.linear(x.value, self.fake_quant_weight(), self.bias)
         acc = self._exact_acc(x, lambda a, w: a @ w.T)
+        self.last_acc = acc          # for fidelity reports: the exact accumulator of the last batch
         return self.acc_to_float(acc, x.scale, self.acc_is_wide(x.qtype, x.zero_point))
 
     def extra_repr(self):

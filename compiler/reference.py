@@ -33,6 +33,43 @@ def _dense(node, x, in_type):
     return matmul_exact(x, node.weight, dense_bound(node, in_type.dtype))
 
 
+def windows(x, kernel, stride):
+    """(B, H, W, C) -> (B, OH, OW, KH, KW, C) view of every window."""
+    b, h, w, c = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, (b, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]), writeable=False)
+
+
+def _conv2d(node, x, in_type):
+    ph, pw = node.padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=node.pad_value)
+    x = np.ascontiguousarray(x)
+    oc, kh, kw, cg = node.weight.shape
+    g = node.groups
+    win = windows(x, (kh, kw), node.stride)                     # B, OH, OW, KH, KW, C
+    b, oh, ow = win.shape[:3]
+    xmax = max(abs(in_type.dtype.min), abs(in_type.dtype.max))
+    outs = []
+    for gi in range(g):
+        wg = node.weight[gi * (oc // g):(gi + 1) * (oc // g)].reshape(oc // g, -1)
+        cols = win[..., gi * cg:(gi + 1) * cg].reshape(b * oh * ow, -1)
+        bound = int(np.abs(wg).sum(axis=1).max(initial=0)) * xmax
+        outs.append(matmul_exact(cols, wg, bound))
+    return np.concatenate(outs, axis=1).reshape(b, oh, ow, oc)
+
+
+def _maxpool(node, x, in_type):
+    return windows(np.ascontiguousarray(x), node.kernel, node.stride).max(axis=(3, 4))
+
+
+def _sumpool(node, x, in_type):
+    return windows(np.ascontiguousarray(x), node.kernel, node.stride).sum(axis=(3, 4))
+
+
 def _multithreshold(node, x, in_type):
     t = node.thresholds
     out = np.empty(x.shape, dtype=np.int64)
@@ -83,6 +120,9 @@ def _argmax(node, x, in_type):
 
 OPS = {
     ir.Dense: _dense,
+    ir.Conv2d: _conv2d,
+    ir.MaxPool2d: _maxpool,
+    ir.SumPool: _sumpool,
     ir.MultiThreshold: _multithreshold,
     ir.Requantize: _requantize,
     ir.Flatten: _flatten,

@@ -45,6 +45,7 @@ class Accelerator:
         self.input_quant = lowered.input_quant
         self.output_tail = lowered.output_tail
         self.output_quant = lowered.output_quant
+        self.channels_last_input = lowered.channels_last_input
         self.options = options
         self.argmax = bool(options.get("argmax"))
         if self.argmax:
@@ -54,7 +55,10 @@ class Accelerator:
     def quantize_input(self, x_float) -> np.ndarray:
         """Integer input codes (int64) for float inputs, exactly as the model's QuantInput makes them."""
         with torch.no_grad():
-            return self.input_quant.codes(torch.as_tensor(x_float)).numpy()
+            codes = self.input_quant.codes(torch.as_tensor(x_float))
+        if self.channels_last_input:
+            codes = codes.permute(0, 2, 3, 1)          # NCHW -> the IR's (H, W, C)
+        return codes.numpy()
 
     def reference(self, x_int, return_all: bool = False):
         """Run the golden integer model on integer inputs (batch first)."""
@@ -74,25 +78,17 @@ class Accelerator:
     def _torch_side(self, x_float):
         """What the torch eval model computes, in the IR's output terms: (values, lsb units)."""
         self.model.eval()
-        captured = {}
-        hook = None
-        if self.output_tail is not None:
-            layer = self.output_tail.layer
-            hook = layer.register_forward_pre_hook(lambda m, a: captured.__setitem__("x", a[0]))
-        try:
-            with torch.no_grad():
-                out = self.model(torch.as_tensor(x_float, dtype=torch.float32))
-        finally:
-            if hook:
-                hook.remove()
+        with torch.no_grad():
+            out = self.model(torch.as_tensor(x_float, dtype=torch.float32))
+        nhwc = (lambda t: t.permute(0, 2, 3, 1) if t.dim() == 4 else t)  # noqa: E731
         if self.argmax:
             v = out.value if isinstance(out, QTensor) else out
-            return v.argmax(dim=1).numpy()[:, None], None
+            return v.flatten(1).argmax(dim=1).numpy()[:, None], None
         if isinstance(out, QTensor):
-            return out.code.numpy(), None
-        layer = self.output_tail.layer
-        acc = layer._exact_acc(captured["x"], lambda a, w: a @ w.T).to(torch.int64).numpy()
-        return out.numpy(), acc
+            return nhwc(out.code).numpy(), None
+        acc = getattr(self.output_tail.layer, "last_acc", None)
+        acc = None if acc is None else nhwc(acc).to(torch.int64).numpy()
+        return nhwc(out).numpy(), acc
 
     def fidelity(self, x_float) -> FidelityReport:
         """Compare torch eval and the IR on the float inputs `x_float`, every output element."""
@@ -102,7 +98,7 @@ class Accelerator:
             got_f = self.dequantize(got)
             diff = want != got_f
             t = self.output_tail
-            lsb = np.abs(want_acc - (got * t.sign + t.offset))
+            lsb = np.ones_like(got) if want_acc is None else np.abs(want_acc - (got * t.sign + t.offset))
             compared = "accumulators"
         else:
             diff = want != got

@@ -3,6 +3,6 @@
 Defined in `qloom.compiler.nn` (the compiler lowers them); published here.
 """
 from qloom.compiler.nn import (BinaryAct, QTensor, QuantAct, QuantError, QuantInput,  # noqa: F401
-                               QuantLinear, as_value)
+                               QuantConv2d, QuantLinear, as_value)
 
-__all__ = ["QuantInput", "QuantLinear", "QuantAct", "BinaryAct", "QTensor", "QuantError", "as_value"]
+__all__ = ["QuantInput", "QuantLinear", "QuantConv2d", "QuantAct", "BinaryAct", "QTensor", "QuantError", "as_value"]

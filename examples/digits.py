@@ -46,7 +46,7 @@ def float_mlp(hidden=(64, 64)):
     return nn.Sequential(*layers)
 
 
-def train(model, x, y, epochs=60, lr=1e-2, seed=0, progress=None, input_scale=1.0):
+def train(model, x, y, epochs=60, lr=1e-2, seed=0, progress=None, input_scale=1.0, batch=64):
     """Plain minibatch Adam on cross-entropy; deterministic for a seed."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -55,8 +55,8 @@ def train(model, x, y, epochs=60, lr=1e-2, seed=0, progress=None, input_scale=1.
     model.train()
     for ep in range(epochs):
         perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
             out = model(x[idx] * input_scale)
             out = out.value if isinstance(out, qnn.QTensor) else out
             loss = nn.functional.cross_entropy(out, y[idx])

@@ -245,6 +245,7 @@ class _Lowering:
             wq = m.int_weight().numpy()
             if self.perm is not None:
                 wq = wq[:, self.perm]                           # columns in the IR's (H, W, C) order
+                self.perm = None
             node = ir.Dense(target, [self.cur], target + ":acc", weight=wq, wtype=m.wtype)
             self.start_tail(node, m, target, x, wq.sum(axis=1), spatial=False)
         elif isinstance(m, QuantConv2d):

@@ -1,0 +1,298 @@
+"""MatrixVectorUnit against the reference Dense op, in amaranth.sim with random stalls."""
+import random
+import re
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qloom.compiler import ir, reference
+from qloom.hdl import streams
+from qloom.hdl.mvu import MatrixVectorUnit
+
+WKINDS = ["bipolar", "ternary", 2, 3, 4, 8]
+
+
+def divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def make_weights(rng, wkind, n, k, signed=True):
+    """(W, wtype): random weights of a kind, with the type's extremes in the first rows."""
+    if wkind == "bipolar":
+        return rng.choice([-1, 1], size=(n, k)), ir.Bipolar
+    wt = ir.Int(2) if wkind == "ternary" else ir.Int(wkind, signed)
+    lo, hi = (-1, 1) if wkind == "ternary" else (wt.min, wt.max)
+    w = rng.integers(lo, hi + 1, size=(n, k))
+    w[0, : k // 2] = hi                     # make the accumulator extremes reachable
+    if n > 1:
+        w[1, : k // 2] = lo
+    return w, wt
+
+
+def make_inputs(rng, xt, frames, k):
+    """Random input vectors; the first two are all-max and all-min (the accumulator's extremes)."""
+    if xt is ir.Bipolar:
+        x = rng.choice([-1, 1], size=(frames, k))
+    else:
+        x = rng.integers(xt.min, xt.max + 1, size=(frames, k))
+    x[0] = xt.max
+    if frames > 1:
+        x[1] = xt.min
+    return x
+
+
+def dense_case(w, wt, xt):
+    """One-node graph; returns (graph, acc_type)."""
+    n, k = w.shape
+    g = ir.Graph("x", ir.TensorType((k,), xt), [ir.Dense("d", ["x"], "y", weight=w, wtype=wt)], "y")
+    return g, g.output_type.dtype
+
+
+def check(w, wt, xt, pe, simd, x, *, stall_in=0.3, stall_out=0.3, seed=0, rom_style=None):
+    """Simulate the MVU on the frames x with random stalls; every element and beat count exact."""
+    g, acc = dense_case(w, wt, xt)
+    n, k = w.shape
+    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd, rom_style=rom_style)
+    beats = [b for row in x for b in streams.to_beats(xt, row, simd)]
+    assert len(beats) == len(x) * k // simd
+    out = streams.run_stream(dut, dut.i, dut.o, beats, len(x) * n // pe,
+                             stall_in=stall_in, stall_out=stall_out, seed=seed)
+    got = np.array(streams.from_beats(acc, out, pe)).reshape(len(x), n)
+    want = reference.run(g, x)
+    bad = np.argwhere(got != want)
+    assert not len(bad), (f"frame {bad[0][0]}, acc[{bad[0][1]}]: got {got[tuple(bad[0])]}, "
+                          f"want {want[tuple(bad[0])]} ({len(bad)} mismatches)")
+
+
+# ------------------------------------------------------------------ every variant, random everything
+
+@st.composite
+def cases(draw, max_n=12, max_k=16):
+    wkind = draw(st.sampled_from(WKINDS))
+    xkind = draw(st.sampled_from(["bipolar", "uint", "int"]))
+    xt = ir.Bipolar if xkind == "bipolar" else ir.Int(draw(st.integers(1, 8)), xkind == "int")
+    n, k = draw(st.integers(1, max_n)), draw(st.integers(1, max_k))
+    return dict(wkind=wkind, wsigned=draw(st.booleans()) or wkind in ("bipolar", "ternary"), xt=xt,
+                n=n, k=k, pe=draw(st.sampled_from(divisors(n))), simd=draw(st.sampled_from(divisors(k))),
+                frames=draw(st.integers(1, 3)), stall_in=draw(st.sampled_from([0.0, 0.3, 0.5])),
+                stall_out=draw(st.sampled_from([0.0, 0.3, 0.5])), seed=draw(st.integers(0, 2**32 - 1)))
+
+
+def run_case(c):
+    rng = np.random.default_rng(c["seed"])
+    w, wt = make_weights(rng, c["wkind"], c["n"], c["k"], c["wsigned"])
+    x = make_inputs(rng, c["xt"], c["frames"], c["k"])
+    check(w, wt, c["xt"], c["pe"], c["simd"], x, stall_in=c["stall_in"], stall_out=c["stall_out"],
+          seed=c["seed"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases(max_n=16, max_k=24))
+def test_random_shapes_types_foldings_stalls(c):
+    run_case(c)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None)
+@given(cases(max_n=40, max_k=64))
+def test_random_bigger(c):
+    run_case(c)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wkind,xt,n,k,pe,simd", [
+    ("bipolar", ir.Bipolar, 64, 784, 16, 49),        # TFC-w1a1 first layer
+    (2, ir.Int(2, False), 64, 64, 8, 16),             # TFC-w2a2 hidden layer
+    (4, ir.Int(4, False), 10, 64, 5, 32),             # TFC-w4a4 last layer
+    (8, ir.Int(8, True), 32, 96, 4, 12),
+    ("ternary", ir.Int(8, False), 32, 128, 8, 32),
+])
+def test_layer_sized(wkind, xt, n, k, pe, simd):
+    rng = np.random.default_rng(n + k + pe + simd)
+    w, wt = make_weights(rng, wkind, n, k)
+    check(w, wt, xt, pe, simd, make_inputs(rng, xt, 3, k), stall_in=0.3, stall_out=0.3)
+
+
+# one deterministic case per arithmetic variant, so each is covered whatever hypothesis draws
+@pytest.mark.parametrize("wkind,xt", [
+    ("bipolar", ir.Bipolar),             # XNOR-popcount
+    ("bipolar", ir.Int(5, True)),        # add/subtract
+    ("bipolar", ir.Int(3, False)),
+    ("ternary", ir.Int(4, True)),        # add/subtract/skip
+    ("ternary", ir.Bipolar),
+    (4, ir.Bipolar),                     # +-w
+    (8, ir.Int(8, True)),                # multiply
+    (3, ir.Int(8, False)),
+    (2, ir.Int(1, True)),
+])
+@pytest.mark.parametrize("pe,simd", [(2, 3), (6, 1), (1, 12)])
+def test_each_variant(wkind, xt, pe, simd):
+    rng = np.random.default_rng(hash((str(wkind), str(xt), pe, simd)) % 2**32)
+    w, wt = make_weights(rng, wkind, 6, 12)
+    check(w, wt, xt, pe, simd, make_inputs(rng, xt, 3, 12), stall_in=0.4, stall_out=0.4)
+
+
+@pytest.mark.parametrize("what", ["pm1", "01", "zero", "m10", "uint4"])
+def test_int_weights_with_few_values(what):
+    """Int weights that are all +-1 are stored as bipolar; {0,1}, {-1,0}, all-zero take the skip path."""
+    rng = np.random.default_rng(7)
+    vals, wt = {"pm1": ([-1, 1], ir.Int(3)), "01": ([0, 1], ir.Int(1, False)), "zero": ([0], ir.Int(2)),
+                "m10": ([-1, 0], ir.Int(1)), "uint4": ([0, 15], ir.Int(4, False))}[what]
+    w = rng.choice(vals, size=(4, 10))
+    for xt in (ir.Bipolar, ir.Int(4, True)):
+        check(w, wt, xt, 2, 5, make_inputs(rng, xt, 3, 10), stall_in=0.3, stall_out=0.5, seed=3)
+
+
+# ------------------------------------------------------------------ per-cycle driver: II, latency, reset
+
+def drive(dut, beats, n_out, *, stall_in=0.0, stall_out=0.0, seed=0, junk_cycles=None):
+    """Drive dut cycle by cycle from one testbench. With junk_cycles, first feed random beats
+    and take outputs for that many cycles, then pulse the synchronous reset.
+    Returns (payloads out, input handshake cycles, output handshake cycles), cycles counted
+    from the end of the reset."""
+    top = Module()
+    top.domains.sync = cd = ClockDomain()
+    top.submodules.dut = dut
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    rng = random.Random(seed)
+    width = dut.i.payload.as_value().shape().width
+    res = {}
+
+    async def phase(ctx, beats, n_out, max_cycles):
+        got, t_in, t_out, pos, valid = [], [], [], 0, False
+        for cycle in range(max_cycles):
+            if len(got) >= n_out:
+                break
+            if not valid and pos < len(beats) and rng.random() >= stall_in:
+                valid = True              # once offered, a beat stays valid until taken
+                ctx.set(dut.i.payload.as_value(), beats[pos])
+            ctx.set(dut.i.valid, valid)
+            ctx.set(dut.o.ready, rng.random() >= stall_out)
+            *_, iv, ir_, ov, or_, op = await ctx.tick().sample(
+                dut.i.valid, dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload.as_value())
+            if iv and ir_:
+                t_in.append(cycle)
+                pos, valid = pos + 1, False
+            if ov and or_:
+                t_out.append(cycle)
+                got.append(op)
+        ctx.set(dut.i.valid, 0)
+        return got, t_in, t_out
+
+    async def tb(ctx):
+        if junk_cycles is not None:
+            junk = [rng.getrandbits(width) for _ in range(junk_cycles + 1)]
+            await phase(ctx, junk, 1 << 30, junk_cycles)
+            ctx.set(dut.o.ready, 0)
+            ctx.set(cd.rst, 1)
+            await ctx.tick()
+            ctx.set(cd.rst, 0)
+        res["got"], res["t_in"], res["t_out"] = await phase(ctx, beats, n_out, 200_000)
+        ctx.set(dut.o.ready, 1)
+        for _ in range(64):                       # nothing more may come out
+            await ctx.tick()
+            assert not ctx.get(dut.o.valid), "the design produced more beats than expected"
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert len(res["got"]) == n_out, f"{len(res['got'])} of {n_out} output beats"
+    return res["got"], res["t_in"], res["t_out"]
+
+
+@pytest.mark.parametrize("n,k,pe,simd", [
+    (6, 8, 1, 1),      # fully folded: II = 48
+    (6, 8, 2, 4),      # II = 6
+    (6, 8, 3, 1),      # II = 16
+    (6, 8, 1, 8),      # SF = 1: II = NF = 6
+    (6, 8, 6, 2),      # NF = 1: II = SF = 4
+    (6, 8, 6, 8),      # fully unfolded: II = 1
+    (1, 1, 1, 1),      # 1x1: II = 1
+])
+def test_ii_and_latency_without_stalls(n, k, pe, simd):
+    rng = np.random.default_rng(n * 100 + pe * 10 + simd)
+    xt = ir.Int(4, True)
+    w, wt = make_weights(rng, 3, n, k)
+    g, acc = dense_case(w, wt, xt)
+    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd)
+    frames = 4
+    x = make_inputs(rng, xt, frames, k)
+    beats = [b for row in x for b in streams.to_beats(xt, row, simd)]
+    got, t_in, t_out = drive(dut, beats, frames * n // pe)
+    nf, sf = n // pe, k // simd
+    ii = nf * sf
+    assert dut.ii == ii
+    # II: first output beat of each frame, and first input beat of each frame, exactly ii apart
+    assert np.diff(t_out[::nf]).tolist() == [ii] * (frames - 1)
+    assert np.diff(t_in[::sf]).tolist() == [ii] * (frames - 1)
+    assert t_out[0] - t_in[0] == dut.latency == sf + 2
+    assert (np.array(streams.from_beats(acc, got, pe)).reshape(frames, n) == reference.run(g, x)).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(c=cases(max_n=8, max_k=8), junk=st.integers(0, 60))
+def test_reset_mid_frame_recovers(c, junk):
+    rng = np.random.default_rng(c["seed"])
+    w, wt = make_weights(rng, c["wkind"], c["n"], c["k"], c["wsigned"])
+    xt, pe, simd = c["xt"], c["pe"], c["simd"]
+    g, acc = dense_case(w, wt, xt)
+    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd)
+    x = make_inputs(rng, xt, 2, c["k"])
+    beats = [b for row in x for b in streams.to_beats(xt, row, simd)]
+    got, _, _ = drive(dut, beats, 2 * c["n"] // pe, stall_in=0.3, stall_out=0.3, seed=c["seed"],
+                      junk_cycles=junk)
+    assert (np.array(streams.from_beats(acc, got, pe)).reshape(2, c["n"]) == reference.run(g, x)).all()
+
+
+@pytest.mark.parametrize("junk", [0, 1, 2, 3, 5, 9, 14, 23])
+def test_reset_at_every_phase(junk):
+    """Reset while taking the first beats, while replaying from the buffer, and with an output
+    beat waiting (fixed folding: NF = 3, SF = 3)."""
+    rng = np.random.default_rng(junk)
+    w, wt = make_weights(rng, 4, 6, 9)
+    xt = ir.Int(4, False)
+    g, acc = dense_case(w, wt, xt)
+    dut = MatrixVectorUnit(w, wt, xt, acc, 2, 3)
+    x = make_inputs(rng, xt, 2, 9)
+    beats = [b for row in x for b in streams.to_beats(xt, row, 3)]
+    got, _, _ = drive(dut, beats, 6, stall_in=0.2, stall_out=0.5, seed=junk, junk_cycles=junk)
+    assert (np.array(streams.from_beats(acc, got, 2)).reshape(2, 6) == reference.run(g, x)).all()
+
+
+# ------------------------------------------------------------------ construction
+
+def test_constructor_rejects_non_dividing_folding():
+    w = np.ones((6, 8), dtype=int)
+    acc = ir.Int(5, True)
+    with pytest.raises(ValueError, match=r"SIMD=3 does not divide K=8; valid SIMD values: \[1, 2, 4, 8\]"):
+        MatrixVectorUnit(w, ir.Int(2), ir.Int(2), acc, 2, 3)
+    with pytest.raises(ValueError, match=r"PE=4 does not divide N=6; valid PE values: \[1, 2, 3, 6\]"):
+        MatrixVectorUnit(w, ir.Int(2), ir.Int(2), acc, 4, 2)
+    with pytest.raises(ValueError, match=r"PE=0"):
+        MatrixVectorUnit(w, ir.Int(2), ir.Int(2), acc, 0, 2)
+
+
+def test_constructor_rejects_bad_types():
+    w = np.full((2, 4), 3)
+    with pytest.raises(ValueError, match=r"out of range for int2"):
+        MatrixVectorUnit(w, ir.Int(2), ir.Int(2), ir.Int(8), 1, 1)
+    with pytest.raises(ValueError, match=r"acc_type int4 cannot hold .*-24\.\.12 \(needs at least int6\)"):
+        MatrixVectorUnit(w, ir.Int(3), ir.Int(2), ir.Int(4), 1, 1)      # range -24..12
+    with pytest.raises(ValueError, match=r"rom_style"):
+        MatrixVectorUnit(w, ir.Int(3), ir.Int(2), ir.Int(8), 1, 1, rom_style="bram")
+
+
+def test_verilog_roms():
+    """One ROM per PE, (N/PE)*(K/SIMD) words of SIMD weights, rom_style in its attributes."""
+    rng = np.random.default_rng(0)
+    w, wt = make_weights(rng, 4, 6, 8)
+    _, acc = dense_case(w, wt, ir.Int(4))
+    dut = MatrixVectorUnit(w, wt, ir.Int(4), acc, 3, 2, rom_style="block")
+    v = verilog.convert(dut, name="mvu")
+    assert v.count('rom_style = "block"') == 3
+    assert [int(d) for d in re.findall(r"reg \[7:0\] rom\d \[(\d+):0\];", v)] == [7, 7, 7]  # 4 bits x SIMD 2, 8 words

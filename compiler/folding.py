@@ -178,7 +178,7 @@ def estimate(graph: ir.Graph, folding: dict) -> dict:
                 brams += _bram18(simd * ti.dtype.bits, ibuf)
             else:
                 luts += simd * ti.dtype.bits * max(1, ibuf // 16)
-            depth = 4
+            depth = 2                                   # registered partial sum + accumulator
         elif s["kind"] == "threshold":
             node = nodes[s["node"]]
             k = node.thresholds.shape[1]

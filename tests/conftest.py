@@ -11,3 +11,7 @@ try:
 except ImportError:  # pragma: no cover
     _vbin = None
 os.environ["PATH"] = os.pathsep.join([str(_bin)] + ([str(_vbin)] if _vbin else []) + [os.environ.get("PATH", "")])
+
+# amaranth.sim compiles each fragment to Python; very wide memories (an MVU input
+# buffer of thousands of bits) nest deeper than Python's default compile limit.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))

@@ -57,13 +57,11 @@ def test_measured_ii_equals_estimate(name, targets):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tfc-w1a1", "tfc-w2a2", "tfc-w4a4"])
-def test_measured_ii_fully_folded_tfc(name):
-    acc, x = compiled(name)
-    f = folding_mod.fold(acc.graph)
-    est = folding_mod.estimate(acc.graph, f)["ii"]
-    ii, _ = measured_ii(acc.graph, f, frames(acc, x, 3, seed=3))
-    assert abs(ii - est) <= 1
+@pytest.mark.parametrize("name,targets", [("tfc-w1a1", [None]), ("tfc-w2a2", [None, 1024, 64]),
+                                          ("tfc-w4a4", [None, 512, 49])])
+def test_measured_ii_tfc_slow(name, targets):
+    """Fully folded TFC runs ~50k cycles per frame in amaranth.sim: slow."""
+    test_measured_ii_equals_estimate(name, targets)
 
 
 def test_argmax_accelerator_bit_exact():

@@ -1,0 +1,64 @@
+"""ArgMax: the index of the greatest element of each vector; ties go to the lowest index."""
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from qloom.compiler import ir
+
+from . import streams
+
+
+class ArgMax(wiring.Component):
+    """Consumes a vector of n elements as n/simd beats, emits one beat with its argmax.
+
+    Each beat's best lane comes from a comparison tree, then competes with the
+    best so far; a later element wins only when strictly greater, so ties keep
+    the lowest index (as numpy.argmax). Bipolar elements compare as their bits
+    (+1 -> 1 > -1 -> 0). The result leaves 1 cycle after the last beat
+    (`self.latency`); the output register frees in the cycle it is read, so a
+    vector takes n/simd cycles.
+    """
+
+    def __init__(self, dtype: ir.ElemType, n: int, simd: int):
+        if n < 1 or simd < 1 or n % simd:
+            divisors = [d for d in range(1, n + 1) if n % d == 0] if n >= 1 else []
+            raise ValueError(f"SIMD={simd} must divide the vector length n={n}; "
+                             f"valid SIMD values: {divisors}")
+        self.dtype, self.n, self.simd = dtype, n, simd
+        self.out_type = ir.int_type_for(0, n - 1)
+        self.latency = 1
+        super().__init__({"i": In(streams.beat_signature(dtype, simd)),
+                          "o": Out(streams.beat_signature(self.out_type, 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n, simd = self.n, self.simd
+
+        # The beat's best (value, lane): pairwise tree, the right one wins only if greater.
+        cands = [(self.i.payload[j], j) for j in range(simd)]
+        while len(cands) > 1:
+            pairs = []
+            for (va, ia), (vb, ib) in zip(cands[0::2], cands[1::2]):
+                right = vb > va
+                pairs.append((Mux(right, vb, va), Mux(right, ib, ia)))
+            cands = pairs + cands[len(cands) & ~1:]
+        beat_val, beat_lane = cands[0]
+
+        first = Signal(range(n))  # index of this beat's lane 0: 0, simd, 2*simd...
+        best_val = Signal(streams.elem_shape(self.dtype))
+        best_idx = Signal(range(n))
+        last = first == n - simd
+        take = (first == 0) | (beat_val > best_val)
+        idx = Mux(take, first + beat_lane, best_idx)
+
+        fire = self.i.valid & self.i.ready
+        # Only the last beat needs the output register; it may be read in the same cycle.
+        m.d.comb += self.i.ready.eq(~last | ~self.o.valid | self.o.ready)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(fire):
+            m.d.sync += [best_val.eq(Mux(take, beat_val, best_val)), best_idx.eq(idx),
+                         first.eq(Mux(last, 0, first + simd))]
+            with m.If(last):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload[0].eq(idx)]
+        return m

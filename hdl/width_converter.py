@@ -1,0 +1,62 @@
+"""WidthConverter: re-packs a stream of elements from beats of n_in into beats of n_out."""
+from math import gcd
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from qloom.compiler import ir
+
+from . import streams
+
+
+class WidthConverter(wiring.Component):
+    """A gearbox: element order is kept, only the beat size changes.
+
+    A shift register of n_in + n_out - gcd(n_in, n_out) elements, oldest in
+    the lowest slot; it emits its lowest n_out elements when it holds that
+    many, and writes each input beat just above what it keeps. That size is
+    the least that lets the slower side move every cycle, so a frame takes
+    max(frame/n_in, frame/n_out) cycles when both sides are ready. It is n_in
+    for a downsizer, n_out for an upsizer, and a plain register when
+    n_in == n_out. `i.ready` depends on `o.ready` (a full buffer makes room in
+    the cycle it emits). A beat goes out 1 cycle after the input beat that
+    completes it (`self.latency`).
+    """
+
+    def __init__(self, dtype: ir.ElemType, n_in: int, n_out: int, frame: int):
+        if n_in < 1 or n_out < 1:
+            raise ValueError(f"beat sizes must be at least 1, got n_in={n_in}, n_out={n_out}")
+        if frame < 1 or frame % n_in or frame % n_out:
+            raise ValueError(f"frame of {frame} elements must be a multiple of n_in={n_in} and n_out={n_out}")
+        self.dtype, self.n_in, self.n_out, self.frame = dtype, n_in, n_out, frame
+        self.latency = 1
+        super().__init__({"i": In(streams.beat_signature(dtype, n_in)),
+                          "o": Out(streams.beat_signature(dtype, n_out))})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.dtype.bits
+        # Fill levels are always multiples of g: count in units of g elements.
+        g = gcd(self.n_in, self.n_out)
+        n_in, n_out = self.n_in // g, self.n_out // g
+        cap = n_in + n_out - 1
+
+        buf = Signal(cap * g * w)
+        count = Signal(range(cap + 1))
+        kept = Signal(range(cap + 1))          # what stays after this cycle's output beat
+        m.d.comb += [
+            self.o.payload.eq(buf[:n_out * g * w]),
+            self.o.valid.eq(count >= n_out),
+            kept.eq(count - Mux(self.o.valid & self.o.ready, n_out, 0)),
+            self.i.ready.eq(kept + n_in <= cap),
+        ]
+        m.d.sync += count.eq(kept + Mux(self.i.valid & self.i.ready, n_in, 0))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += buf.eq(buf >> (n_out * g * w))
+        with m.If(self.i.valid & self.i.ready):
+            with m.Switch(kept):               # later assignments win over the shift above
+                for u in range(cap - n_in + 1):
+                    with m.Case(u):
+                        m.d.sync += buf[u * g * w:(u + n_in) * g * w].eq(self.i.payload)
+        return m

@@ -23,9 +23,28 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def dense_cycles(node: ir.Dense, pe: int, simd: int) -> int:
-    n, k = node.weight.shape
-    return (k // simd) * (n // pe)
+def conv_matrix(node: ir.Conv2d, in_channels: int):
+    """The conv's weights as an (OC, KH*KW*C) matrix in im2col order (kh, kw, c), groups expanded
+    (zeros outside each group), which is what the sliding window + MVU compute."""
+    import numpy as np
+    oc, kh, kw, cg = node.weight.shape
+    g = node.groups
+    full = np.zeros((oc, kh, kw, in_channels), dtype=np.int64)
+    for o in range(oc):
+        gi = o // (oc // g)
+        full[o, :, :, gi * cg:(gi + 1) * cg] = node.weight[o]
+    return full.reshape(oc, -1)
+
+
+def _space(node, types):
+    """(outputs N, SIMD must divide this, cycles(pe, simd)) of a compute layer."""
+    if isinstance(node, ir.Dense):
+        n, k = node.weight.shape
+        return n, k, lambda pe, simd: (k // simd) * (n // pe)
+    oh, ow, oc = types[node.output].shape
+    c = types[node.inputs[0]].shape[-1]
+    kk = node.kernel[0] * node.kernel[1]
+    return oc, c, lambda pe, simd: oh * ow * (kk * c // simd) * (oc // pe)
 
 
 def _mac_luts(wtype, xtype, acc_bits) -> float:
@@ -37,18 +56,19 @@ def _mac_luts(wtype, xtype, acc_bits) -> float:
     return wtype.bits * xtype.bits + acc_bits / 2   # multiplier in LUTs + tree
 
 
-def _check_choice(node, pe, simd):
-    n, k = node.weight.shape
+def _check_choice(node, pe, simd, types):
+    n, k, _ = _space(node, types)
     if n % pe:
         raise FoldingError(f"layer '{node.name}': PE={pe} does not divide its {n} outputs; "
                            f"valid PE: {divisors(n)}")
     if k % simd:
-        raise FoldingError(f"layer '{node.name}': SIMD={simd} does not divide its {k} inputs; "
+        what = "inputs" if isinstance(node, ir.Dense) else "input channels"
+        raise FoldingError(f"layer '{node.name}': SIMD={simd} does not divide its {k} {what}; "
                            f"valid SIMD: {divisors(k)}")
 
 
 def fold(graph: ir.Graph, target_ii: int | None = None, manual: dict | None = None) -> dict:
-    """{dense name: {"pe": p, "simd": s}}.
+    """{layer name: {"pe": p, "simd": s}} for every Dense and Conv2d.
 
     manual: {name: {"pe":..,"simd":..}} taken as given (checked); other layers are
     chosen as the cheapest folding with cycles <= target_ii (fully folded when
@@ -56,24 +76,24 @@ def fold(graph: ir.Graph, target_ii: int | None = None, manual: dict | None = No
     """
     manual = manual or {}
     types = graph.validate()
-    dense = [n for n in graph.nodes if isinstance(n, ir.Dense)]
+    dense = [n for n in graph.nodes if isinstance(n, (ir.Dense, ir.Conv2d))]
     names = {n.name for n in dense}
     for name in manual:
         if name not in names:
-            raise FoldingError(f"folding names layer '{name}', which is not a Dense layer of the graph; "
-                               f"layers: {sorted(names)}")
+            raise FoldingError(f"folding names layer '{name}', which is not a Dense or Conv2d layer of the "
+                               f"graph; layers: {sorted(names)}")
     out = {}
     for node in dense:
         if node.name in manual:
             f = manual[node.name]
             pe, simd = int(f.get("pe", 1)), int(f.get("simd", 1))
-            _check_choice(node, pe, simd)
+            _check_choice(node, pe, simd, types)
         else:
-            n, k = node.weight.shape
+            n, k, cycles = _space(node, types)
             best = None
             for pe in divisors(n):
                 for simd in divisors(k):
-                    cyc = dense_cycles(node, pe, simd)
+                    cyc = cycles(pe, simd)
                     ok = target_ii is None or cyc <= target_ii
                     # cost: lanes first; prefer SIMD (shared input) over PE at equal lanes
                     key = (not ok, pe * simd if ok else cyc, pe)
@@ -106,14 +126,21 @@ def plan(graph: ir.Graph, folding: dict) -> list[dict]:
         if isinstance(node, ir.Flatten):
             cur_type = t_out
             continue
-        if isinstance(node, ir.Dense):
+        if isinstance(node, (ir.Dense, ir.Conv2d)):
             f = folding.get(node.name)
             if f is None:
                 raise FoldingError(f"no folding for layer '{node.name}'")
-            _check_choice(node, f["pe"], f["simd"])
+            _check_choice(node, f["pe"], f["simd"], types)
             need = f["simd"]
             kind, out_n = "mvu", f["pe"]
-            extra = {"pe": f["pe"], "simd": f["simd"], "cycles": dense_cycles(node, f["pe"], f["simd"])}
+            n, k, cyc = _space(node, types)
+            kk = 1 if isinstance(node, ir.Dense) else node.kernel[0] * node.kernel[1]
+            extra = {"pe": f["pe"], "simd": f["simd"], "cycles": cyc(f["pe"], f["simd"]),
+                     "rom_depth": (n // f["pe"]) * (kk * k // f["simd"])}
+        elif isinstance(node, (ir.MaxPool2d, ir.SumPool)):
+            need = cur_n if cur_n is not None else 1
+            kind, out_n = ("sumpool" if isinstance(node, ir.SumPool) else "maxpool"), need
+            extra = {"simd": need, "cycles": t_in.size // need}
         elif isinstance(node, (ir.MultiThreshold, ir.Requantize)):
             need = cur_n if cur_n is not None else 1
             kind, out_n = ("threshold" if isinstance(node, ir.MultiThreshold) else "requantize"), need
@@ -131,7 +158,20 @@ def plan(graph: ir.Graph, folding: dict) -> list[dict]:
             stages.append({"kind": "width", "node": node.name + ":width", "in_n": cur_n, "out_n": need,
                            "in_type": t_in, "out_type": t_in, "frame": t_in.size,
                            "cycles": t_in.size // min(cur_n, need)})
-        if kind == "mvu":
+        if kind == "mvu" and isinstance(node, ir.Conv2d):
+            # the window generator consumes its input row by row: a FIFO of two rows decouples it
+            h, w, c = t_in.shape
+            stages.append({"kind": "fifo", "node": node.name + ":fifo", "in_n": need, "out_n": need,
+                           "in_type": t_in, "out_type": t_in, "depth": max(2, min(h, 2) * w * c // need),
+                           "cycles": t_in.size // need})
+            oh, ow, _ = t_out.shape
+            kh, kw = node.kernel
+            win = ir.TensorType((oh, ow, kh * kw * c), t_in.dtype)
+            stages.append({"kind": "swg", "node": node.name + ":swg", "in_n": need, "out_n": need,
+                           "in_type": t_in, "out_type": win,
+                           "cycles": max(oh * ow * kh * kw, h * w) * c // need})
+            t_in = win
+        elif kind == "mvu":
             stages.append({"kind": "fifo", "node": node.name + ":fifo", "in_n": need, "out_n": need,
                            "in_type": t_in, "out_type": t_in, "depth": max(2, t_in.size // need),
                            "cycles": t_in.size // need})
@@ -167,13 +207,13 @@ def estimate(graph: ir.Graph, folding: dict) -> dict:
             acc = to.dtype.bits
             luts = pe * simd * _mac_luts(node.wtype, ti.dtype, acc) + pe * acc * 2 + 40
             ffs = pe * acc * 2 + simd * ti.dtype.bits * 2 + 32
-            rom_depth = s["cycles"]
+            rom_depth = s["rom_depth"]
             width = simd * node.wtype.bits
             if rom_depth >= 128:
                 brams = pe * _bram18(width, rom_depth)
             else:
                 luts += pe * width * max(1, rom_depth // 16)
-            ibuf = ti.size // simd
+            ibuf = ti.shape[-1] // simd
             if ibuf >= 128:
                 brams += _bram18(simd * ti.dtype.bits, ibuf)
             else:
@@ -195,6 +235,20 @@ def estimate(graph: ir.Graph, folding: dict) -> dict:
         elif s["kind"] == "argmax":
             luts = s["simd"] * ti.dtype.bits * 2 + 16
             ffs = ti.dtype.bits + 16
+            depth = 2
+        elif s["kind"] == "swg":
+            h, w, c = ti.shape
+            buf = min(h, nodes[s["node"][:-4]].kernel[0] + 1) * w * c * ti.dtype.bits
+            brams = _bram18(s["in_n"] * ti.dtype.bits, buf // (s["in_n"] * ti.dtype.bits)) if buf >= 4096 else 0
+            luts = 60 + s["in_n"] * ti.dtype.bits * 2 + (buf // 16 if not brams else 0)
+            ffs = 60 + s["in_n"] * ti.dtype.bits * 2
+            depth = 2
+        elif s["kind"] in ("maxpool", "sumpool"):
+            h, w, c = ti.shape
+            row = w * c * to.dtype.bits // nodes[s["node"]].kernel[1]
+            brams = _bram18(s["simd"] * to.dtype.bits, max(1, row // (s["simd"] * to.dtype.bits))) if row >= 4096 else 0
+            luts = s["simd"] * to.dtype.bits * 3 + 30 + (row // 16 if not brams else 0)
+            ffs = s["simd"] * to.dtype.bits * 2 + 30
             depth = 2
         elif s["kind"] == "width":
             bits = ti.dtype.bits * max(s["in_n"], s["out_n"])

@@ -11,8 +11,11 @@ from qloom.compiler import ir
 from . import streams
 from .argmax import ArgMax
 from .fifo import StreamFIFO
+from .maxpool import MaxPool
 from .mvu import MatrixVectorUnit
 from .requantizer import Requantizer
+from .sumpool import SumPool
+from .swg import SlidingWindowGenerator
 from .threshold import ThresholdUnit
 from .width_converter import WidthConverter
 
@@ -23,9 +26,22 @@ def build_stage(stage: dict, nodes: dict):
         return StreamFIFO(streams.beat_layout(ti, stage["in_n"]), stage["depth"])
     if kind == "width":
         return WidthConverter(ti, stage["in_n"], stage["out_n"], stage["frame"])
+    if kind == "swg":
+        conv = nodes[stage["node"].rsplit(":", 1)[0]]
+        return SlidingWindowGenerator(ti, stage["in_type"].shape, conv.kernel, conv.stride, conv.padding,
+                                      conv.pad_value, stage["in_n"])
     node = nodes[stage["node"]]
     if kind == "mvu":
-        return MatrixVectorUnit(node.weight, node.wtype, ti, to, stage["pe"], stage["simd"])
+        w = node.weight if isinstance(node, ir.Dense) else \
+            folding_mod.conv_matrix(node, stage["in_type"].shape[-1] // (node.kernel[0] * node.kernel[1]))
+        wtype = node.wtype
+        if getattr(node, "groups", 1) > 1 and isinstance(wtype, ir.BipolarType):
+            wtype = ir.Int(2, True)      # the expanded grouped matrix has zeros: add/sub/skip lanes
+        return MatrixVectorUnit(w, wtype, ti, to, stage["pe"], stage["simd"])
+    if kind == "maxpool":
+        return MaxPool(ti, stage["in_type"].shape, node.kernel, node.stride, stage["simd"])
+    if kind == "sumpool":
+        return SumPool(ti, to, stage["in_type"].shape, node.kernel, node.stride, stage["simd"])
     if kind == "threshold":
         return ThresholdUnit(node.thresholds, ti, to, node.base, stage["pe"])
     if kind == "requantize":

@@ -48,7 +48,7 @@ def test_manual_folding_checked():
         folding.fold(g, manual={"fc0": {"pe": 1, "simd": 5}})
     with pytest.raises(folding.FoldingError, match=r"layer 'fc1': PE=3 does not divide its 16 outputs"):
         folding.fold(g, manual={"fc1": {"pe": 3, "simd": 1}})
-    with pytest.raises(folding.FoldingError, match="not a Dense layer"):
+    with pytest.raises(folding.FoldingError, match="not a Dense or Conv2d layer"):
         folding.fold(g, manual={"nope": {"pe": 1}})
 
 

@@ -145,6 +145,42 @@ class Accelerator:
             x_int = self.quantize_input(x_float)
         return emit.write_build_dir(out_dir, self.graph, self._folding(), x_int, name)
 
+    def simulate(self, x_int=None, simulator: str = "verilator", *, x_float=None, out_dir=None,
+                 frames: int | None = None, stall_prob: float = 0.3, waves: bool = False, seed: int = 0,
+                 driver: str = "harness", cache_dir=None) -> dict:
+        """Save a build dir for the inputs and run its Verilog under cocotb (qloom.sim.simulate).
+
+        x_int (or x_float, quantized first): the frames. out_dir: where to write the build
+        dir (default: a temporary one, removed afterwards unless waves=True). Built simulators
+        are cached by content hash in cache_dir (default $QLOOM_SIM_CACHE, else
+        ~/.cache/qloom/sim when out_dir is temporary), so a second call with the same
+        hardware does not rebuild. Returns simulate()'s dict: "outputs" (what the hardware
+        produced), "bit_exact" (against self.reference), "ii_measured", "latency_cycles", ...
+        """
+        import os
+        import pathlib
+        import shutil
+        import tempfile
+
+        from qloom.sim import simulate as run_sim
+        if x_int is None:
+            if x_float is None:
+                raise ValueError("simulate() needs x_int or x_float")
+            x_int = self.quantize_input(x_float)
+        tmp = out_dir is None
+        out = pathlib.Path(tempfile.mkdtemp(prefix="qloom-sim-") if tmp else out_dir)
+        if tmp and cache_dir is None and not os.environ.get("QLOOM_SIM_CACHE"):
+            cache_dir = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "qloom" / "sim"
+        try:
+            self.save(out, x_int=np.asarray(x_int))
+            res = run_sim(out, simulator=simulator, frames=frames, stall_prob=stall_prob, waves=waves,
+                          seed=seed, driver=driver, cache_dir=cache_dir)
+        finally:
+            if tmp and not waves:
+                shutil.rmtree(out, ignore_errors=True)
+        res["build_dir"] = None if tmp and not waves else str(out)
+        return res
+
     # ------------------------------------------------------------ graph edits
     def _append_argmax(self):
         g = self.graph

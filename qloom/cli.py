@@ -129,6 +129,17 @@ def cmd_sim(args):
     return 0
 
 
+def cmd_demo(args):
+    from qloom import demo
+    rows = demo.main(out=args.out, simulator=args.simulator, target_ii=args.target_ii, epochs=args.epochs,
+                     as_json=args.json)
+    bad = [r["name"] for r in rows if not r["bit_exact"] or r["fidelity"] < 1.0]
+    if bad:
+        print(f"qloom demo: hardware differs from torch eval for {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def make_parser():
     ap = argparse.ArgumentParser(prog="qloom", description=(
         "qloom: quantized PyTorch networks to bit-exact streaming FPGA accelerators (Amaranth, open tools)."))
@@ -149,6 +160,18 @@ def make_parser():
     p.add_argument("--frames", type=int, default=64, help="frames of test vectors to write (default 64)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(fn=cmd_compile)
+    p = sub.add_parser("demo", help="train digits MLPs, compile, simulate the Verilog on the whole test split",
+                       description="Train a binary (w1a1) and a 2-bit (w2a2) MLP on scikit-learn's 8x8 digits "
+                                   "(QAT, CPU), compile each to Verilog, simulate the whole test split with "
+                                   "cocotb, and print accuracy (float, quantized torch, hardware), fidelity, "
+                                   "weight memory, II, latency and estimated resources; writes build dirs and "
+                                   "summary.png.")
+    p.add_argument("--out", default="build/demo", help="where to write build dirs and the summary (default build/demo)")
+    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    p.add_argument("--target-ii", type=int, default=64, help="cycles per frame to fold for (default 64)")
+    p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("sim", help="simulate a build dir's Verilog (cocotb) and check it bit for bit",
                        description="Run DIR/accelerator.v under cocotb on Verilator or Icarus with random "
                                    "valid gaps and backpressure, compare every output element with "

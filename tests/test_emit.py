@@ -80,3 +80,34 @@ def test_compile_user_spec_file(tmp_path):
 def test_python_dash_m_help():
     res = subprocess.run([sys.executable, "-m", "qloom", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "compile" in res.stdout
+
+
+def test_examples_lists_every_builtin(capsys):
+    from qloom.examples import EXAMPLES
+    assert cli_main(["examples"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits-mlp-w1a1", "digits-mlp-w2a2", "tfc-w1a1", "tfc-w2a2", "tfc-w4a4", "cnv-w1a1",
+                 "cnv-w2a2", "digits-cnn"):
+        assert name in EXAMPLES and name in out
+
+
+def test_bad_spec_forms(tmp_path, capsys):
+    assert cli_main(["compile", str(tmp_path / "missing.py") + ":f", "--out", str(tmp_path / "o")]) == 2
+    assert "file" in capsys.readouterr().err
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    return 42\n")
+    assert cli_main(["compile", f"{bad}:f", "--out", str(tmp_path / "o")]) == 2
+    assert "must return (model, example_input), got int" in capsys.readouterr().err
+    broken = tmp_path / "broken.py"
+    broken.write_text("import nonexistent_module_xyz\n")
+    assert cli_main(["compile", f"{broken}:f", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "importing" in err and "ModuleNotFoundError" in err
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    assert cli_main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "digits-mlp-w1a1" in out and "100.0%" in out
+    assert (tmp_path / "demo" / "summary.png").stat().st_size > 10_000

@@ -132,9 +132,9 @@ def check(c, *, junk=None):
     bad = np.argwhere(got != want)
     assert not len(bad), (f"{c}: frame {bad[0][0]}, element {bad[0][1]}: got {got[tuple(bad[0])]}, "
                           f"want {want[tuple(bad[0])]} ({len(bad)} mismatches)")
-    # the ring holds at most the window rows plus the next pixel's rows, never a whole map
+    # the ring holds a few rows (window, next rows, padding rows to run ahead of), never a whole map
     h, w, ch = c["shape"]
-    assert dut.depth * simd <= max(2 * simd, (2 * dut.kernel[0] + dut.stride[0]) * w * ch)
+    assert dut.depth * simd <= max(2 * simd, (2 * dut.kernel[0] + dut.stride[0] + 2 * dut.padding[0]) * w * ch)
 
 
 @settings(max_examples=100, deadline=None)
@@ -197,6 +197,15 @@ def test_swg_cnv_layer_throughput():
     assert dut.cycles == per_frame == 30 * 30 * 9
     assert t_out[2 * per_frame - 1] - t_out[per_frame - 1] == per_frame
     assert dut.depth == 4 * 32 + 6            # the 2 window rows + the next frame's 2 rows, + 6 pixels
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 0), (3, 1, 1), (3, 2, 1), (5, 1, 2), (2, 2, 0), (1, 2, 0)])
+def test_swg_ring_holds_rows_not_the_map(kernel, stride, padding):
+    """The ring's size depends on W and C, not on H: rows, never the whole map."""
+    depths = {h: SlidingWindowGenerator(ir.Int(4), (h, 20, 8), kernel, stride, padding, 0, 2).depth
+              for h in (12, 40, 100)}
+    assert len(set(depths.values())) == 1, depths
+    assert depths[12] <= (2 * kernel + stride) * 20 * 4
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

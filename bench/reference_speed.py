@@ -8,7 +8,6 @@ if "--threads" not in sys.argv:  # one core unless asked: set before numpy/torch
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
-import numpy as np
 import torch
 
 import qloom

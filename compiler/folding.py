@@ -119,12 +119,10 @@ def plan(graph: ir.Graph, folding: dict) -> list[dict]:
     types = graph.validate()
     stages = []
     cur_n = None
-    cur_type = graph.input_type
     for node in graph.nodes:
         t_in = types[node.inputs[0]]
         t_out = types[node.output]
         if isinstance(node, ir.Flatten):
-            cur_type = t_out
             continue
         if isinstance(node, (ir.Dense, ir.Conv2d)):
             f = folding.get(node.name)
@@ -177,7 +175,7 @@ def plan(graph: ir.Graph, folding: dict) -> list[dict]:
                            "cycles": t_in.size // need})
         stages.append({"kind": kind, "node": node.name, "in_n": need, "out_n": out_n,
                        "in_type": t_in, "out_type": t_out, **extra})
-        cur_n, cur_type = out_n, t_out
+        cur_n = out_n
     if cur_n is None:
         raise FoldingError("the graph has no hardware stage (nothing to build)")
     for s in stages:

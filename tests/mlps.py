@@ -1,5 +1,4 @@
 """Random quantized MLPs for the front-end tests: trained-looking and adversarial."""
-import numpy as np
 import torch
 from torch import nn
 

@@ -1,5 +1,4 @@
 """CNN accelerators in amaranth.sim: sliding windows + MVU, pooling; bit-exact with stalls, II as estimated."""
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st

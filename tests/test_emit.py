@@ -1,7 +1,6 @@
 """Build dir, Verilog and the `qloom compile` CLI."""
 import json
 import pathlib
-import shutil
 import subprocess
 import sys
 

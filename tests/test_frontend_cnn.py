@@ -7,10 +7,8 @@ from torch import nn
 
 import qloom
 from qloom import nn as qnn
-from qloom.compiler import ir
 
 from cnns import random_cnn
-from mlps import calibrate
 
 
 def images(seed, n, c, hw, bipolar=False):

@@ -1,91 +1,16 @@
 """WidthConverter: the same elements in the same order, under random valid/ready stalls."""
 import gc
 import math
-import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from qloom.compiler import ir
 from qloom.hdl import streams
+
+from streamtb import handshakes, run_with_reset
 from qloom.hdl.width_converter import WidthConverter
-
-
-def handshakes(dut, beats, n_out):
-    """Run with no stalls; return (outputs, cycles of input handshakes, cycles of output handshakes)."""
-    t_in, t_out = [], []
-
-    async def spy(ctx):
-        cycle = 0
-        ports = (dut.i.valid, dut.i.ready, dut.o.valid, dut.o.ready)
-        async for _, _, iv, ir_, ov, or_ in ctx.tick().sample(*ports):
-            if iv and ir_:
-                t_in.append(cycle)
-            if ov and or_:
-                t_out.append(cycle)
-            cycle += 1
-
-    got = streams.run_stream(dut, dut.i, dut.o, beats, n_out, stall_in=0, stall_out=0, max_cycles=50_000,
-                             extra=lambda sim: sim.add_testbench(spy, background=True))
-    return got, t_in, t_out
-
-
-def run_with_reset(dut, pre_beats, beats, n_out, seed=0, stall=0.4):
-    """Push `pre_beats` (a partial frame), leave outputs pending, pulse the synchronous reset,
-    then stream `beats` under random stalls. Returns the outputs after the reset."""
-    m = Module()
-    m.domains.sync = cd = ClockDomain()
-    m.submodules.dut = dut
-    i, o = dut.i, dut.o
-    got, pending = [], []
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-
-    async def tb(ctx):
-        rng = random.Random(seed)
-        for b in pre_beats:                      # outputs of these are thrown away
-            ctx.set(i.payload.as_value(), b)
-            ctx.set(i.valid, 1)
-            for _ in range(1000):
-                ctx.set(o.ready, rng.random() < 0.5)
-                _, _, accepted = await ctx.tick().sample(i.ready)
-                if accepted:
-                    break
-            else:
-                raise AssertionError("the input never became ready before the reset")
-        ctx.set(i.valid, 0)
-        ctx.set(o.ready, 0)
-        for _ in range(4):
-            await ctx.tick()
-        pending.append(ctx.get(o.valid))
-        ctx.set(cd.rst, 1)
-        await ctx.tick()
-        ctx.set(cd.rst, 0)
-        k, idle = 0, 0
-        for _ in range(50_000):
-            if len(got) >= n_out and idle >= 64:
-                break
-            if not ctx.get(i.valid) and k < len(beats) and rng.random() >= stall:
-                ctx.set(i.payload.as_value(), beats[k])
-                ctx.set(i.valid, 1)
-            ctx.set(o.ready, len(got) >= n_out or rng.random() >= stall)
-            _, _, iv, ir_, ov, or_, op = await ctx.tick().sample(i.valid, i.ready, o.valid, o.ready,
-                                                                 o.payload.as_value())
-            if iv and ir_:
-                k += 1
-                ctx.set(i.valid, 0)
-            if ov and or_:
-                got.append(int(op))
-            idle = idle + 1 if len(got) >= n_out else 0
-
-    sim.add_testbench(tb)
-    sim.run()
-    assert pending == [1], "the reset test should leave an output pending"
-    assert len(got) == n_out, f"{len(got)} of {n_out} beats after the reset"
-    return got
 
 
 dtypes = st.one_of(st.just(ir.Bipolar), st.builds(ir.Int, st.integers(1, 16), st.booleans()))

@@ -190,6 +190,37 @@ def _bram18(width: int, depth: int) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in configs)
 
 
+def _latency(stages, nodes) -> int:
+    """Cycles from a frame's first input beat to its last output beat, with no stalls.
+
+    Each stage maps the (first, last) beat times of its input frame to those of its
+    output frame; a stage never emits a frame faster than its own cycles per frame.
+    """
+    first, last = 0, stages[0]["frame_in"] // stages[0]["in_n"] - 1
+    for s in stages:
+        kind, cyc = s["kind"], s["cycles"]
+        if kind == "mvu" and s["in_type"].size == s["in_type"].shape[-1]:      # Dense: whole vector first
+            sf = s["in_type"].size // s["simd"]
+            first = last + 2
+            last = first + (s["rom_depth"] // sf - 1) * sf
+        elif kind == "mvu":                                                       # conv: one vector per pixel
+            sf = s["in_type"].shape[-1] // s["simd"]
+            first, last = first + sf + 1, max(last + 2 + (s["rom_depth"] // sf - 1) * sf, first + cyc)
+        elif kind == "swg":
+            h, w, c = s["in_type"].shape
+            kh, kw = nodes[s["node"][:-4]].kernel
+            ph, pw = nodes[s["node"][:-4]].padding
+            fill = ((kh - 1 - ph) * w + kw - pw) / (h * w)
+            first = first + int(fill * (last - first)) + 2
+            last = max(last + 2, first + cyc - 1)
+        elif kind in ("maxpool", "sumpool", "threshold", "requantize", "argmax", "width"):
+            lat = {"threshold": 2, "requantize": 3}.get(kind, 1 if kind in ("width", "argmax") else 2)
+            first, last = (last + lat if kind == "argmax" else first + lat), last + lat
+        else:                                                                     # fifo
+            first, last = first + 1, last + 1
+    return last + 1
+
+
 def estimate(graph: ir.Graph, folding: dict) -> dict:
     """Cycles, II, latency and resources, per stage and in total (plain dict)."""
     stages = plan(graph, folding)
@@ -262,6 +293,6 @@ def estimate(graph: ir.Graph, folding: dict) -> dict:
                      "pe": s.get("pe"), "simd": s.get("simd"), "luts": int(round(luts)), "ffs": int(ffs),
                      "brams": int(brams), "dsps": int(dsps)})
     ii = max(r["cycles"] for r in rows if r["kind"] != "fifo")
-    latency = sum(r["cycles"] + r["depth"] for r in rows if r["kind"] not in ("fifo",))
+    latency = _latency(stages, nodes)
     total = {k: sum(r[k] for r in rows) for k in ("luts", "ffs", "brams", "dsps")}
     return {"ii": ii, "latency": latency, "stages": rows, **total}

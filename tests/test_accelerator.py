@@ -51,9 +51,12 @@ def test_measured_ii_equals_estimate(name, targets):
     acc, x = compiled(name)
     for t in targets:
         f = folding_mod.fold(acc.graph, target_ii=t)
-        est = folding_mod.estimate(acc.graph, f)["ii"]
-        ii, _ = measured_ii(acc.graph, f, frames(acc, x, 4, seed=3))
+        e = folding_mod.estimate(acc.graph, f)
+        est = e["ii"]
+        ii, times = measured_ii(acc.graph, f, frames(acc, x, 4, seed=3))
         assert abs(ii - est) <= 1, f"target {t}: folding {f}: measured II {ii}, estimated {est}"
+        lat = times[len(times) // 4 - 1] + 1            # frame 0: first input beat at cycle 0
+        assert abs(lat - e["latency"]) <= 0.05 * lat + 10, f"target {t}: latency {lat}, estimated {e['latency']}"
 
 
 @pytest.mark.slow

@@ -111,6 +111,14 @@ class Accelerator:
                               lsb_histogram={int(v): int(c) for v, c in zip(vals, counts)},
                               compared=compared)
 
+    def analyze(self, x_float, float_model=None, out_dir=None, plots: bool = True):
+        """Quantization error analysis on float inputs (qloom.compiler.analysis): per layer SQNR
+        against `float_model` (when given), clipped shares, rounding vs clipping error, the
+        accumulators' used range vs their width, and (with out_dir) PNG histograms of weights and
+        activations with the quantization grid. Returns an AnalysisReport (print it for a table)."""
+        from qloom.compiler import analysis
+        return analysis.analyze(self, x_float, float_model=float_model, out_dir=out_dir, plots=plots)
+
     # ------------------------------------------------------------ hardware
     def fold(self, target_ii: int | None = None, folding: dict | None = None) -> dict:
         """Choose PE/SIMD per layer (cheapest that meets target_ii; `folding` entries are taken as given)."""
@@ -180,6 +188,17 @@ class Accelerator:
                 shutil.rmtree(out, ignore_errors=True)
         res["build_dir"] = None if tmp and not waves else str(out)
         return res
+
+    def synthesize(self, board: str = "icebreaker", out_dir=None, **kw) -> dict:
+        """Synthesise, place and route for `board` (icebreaker, ulx3s, generic): qloom.boards.synthesize.
+
+        out_dir: where the build dir and the tool files go (default: a new temporary dir).
+        Returns utilisation, Fmax, the bitstream path, ...; raises boards.DoesNotFit when it overflows."""
+        import tempfile
+
+        from qloom import boards
+        out = out_dir or tempfile.mkdtemp(prefix=f"qloom-synth-{board}-")
+        return boards.synthesize(self, board=board, out_dir=out, folding=self._folding(), **kw)
 
     # ------------------------------------------------------------ graph edits
     def _append_argmax(self):

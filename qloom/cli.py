@@ -13,8 +13,10 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def load_spec(spec: str):
-    """(model, example_input) from a built-in example name or `path/to/file.py:function`."""
+def load_spec(spec: str, allow_float: bool = False):
+    """(model, example_input) from a built-in example name or `path/to/file.py:function`.
+
+    allow_float: the function may also return (model, example_input, float_model)."""
     from qloom.examples import EXAMPLES, build
     if spec in EXAMPLES:
         return build(spec)
@@ -33,6 +35,8 @@ def load_spec(spec: str):
         if not callable(fn):
             raise CLIError(f"spec '{spec}': {path} has no function '{func}'")
         res = fn()
+        if allow_float and isinstance(res, tuple) and len(res) == 3:
+            return res
         if not (isinstance(res, tuple) and len(res) == 2):
             raise CLIError(f"spec '{spec}': {func}() must return (model, example_input), got {type(res).__name__}")
         return res
@@ -71,9 +75,13 @@ def cmd_compile(args):
     _progress("lowering to the integer IR and checking fidelity")
     acc = qloom.compile(model, x, name=args.spec.replace("-", "_").split("/")[-1].split(":")[-1],
                         argmax=args.argmax, target_ii=args.target_ii, folding=folding)
+    if args.board:
+        _fold_for_board(acc, args.board, args.target_ii, folding)
     _progress("folding and generating Verilog")
     frames = min(args.frames, len(x))
     manifest = acc.save(args.out, x_float=x[:frames])
+    from qloom import boards
+    boards.save_graph(args.out, acc.graph)          # lets `qloom synth` suggest a folding that fits
     _progress(f"wrote {args.out} in {time.time() - t0:.1f} s")
     if args.json:
         print(json.dumps({"out": str(args.out), "ii_estimate": manifest["ii_estimate"],
@@ -129,6 +137,25 @@ def cmd_sim(args):
     return 0
 
 
+def cmd_analyze(args):
+    """Quantization error analysis of SPEC on its example input (tables, JSON, PNG histograms)."""
+    import qloom
+    _progress(f"loading {args.spec}")
+    res = load_spec(args.spec, allow_float=True)
+    model, x = res[0], res[1]
+    float_model = res[2] if len(res) == 3 else None
+    x = x[:args.frames] if args.frames else x
+    acc = qloom.compile(model, x, name=args.spec.replace("-", "_").split("/")[-1].split(":")[-1])
+    _progress("analyzing" + (" against the float model" if float_model is not None else
+                             " (no float model: the spec may return (model, x, float_model))"))
+    rep = acc.analyze(x, float_model=float_model, out_dir=None if args.no_plots else args.out)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "analysis.json").write_text(rep.to_json(indent=2))
+    print(rep.to_json(indent=2) if args.json else rep)
+
+
 def cmd_demo(args):
     from qloom import demo
     rows = demo.main(out=args.out, simulator=args.simulator, target_ii=args.target_ii, epochs=args.epochs,
@@ -137,6 +164,41 @@ def cmd_demo(args):
     if bad:
         print(f"qloom demo: hardware differs from torch eval for {', '.join(bad)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _fold_for_board(acc, board, target_ii, folding):
+    """compile --board: the fastest folding the estimates say fits (or a warning for a given one)."""
+    from qloom import boards
+    if target_ii is not None or folding:
+        over = boards.fits(boards.estimate_for(acc.graph, acc.fold(target_ii, folding), board), board)
+        if over:
+            _progress(f"warning: estimates say this folding overflows {board}: "
+                      + ", ".join(f"{k} {u}/{c}" for k, (u, c) in over.items()))
+        return
+    r = boards.fastest_fit(acc.graph, board)
+    if r is None:
+        raise CLIError(f"even the fully folded design is estimated not to fit {board}")
+    _, f, e = r
+    acc.fold(folding=f)
+    _progress(f"{board}: fastest folding the estimates say fits: II {e['ii']} cycles "
+              f"(est. {e['luts']} LUT, {e['ffs']} FF, {e['brams']} BRAM, {e['dsps']} DSP)")
+
+
+def cmd_synth(args):
+    from qloom import boards
+    try:
+        r = boards.synthesize(args.dir, board=args.board, out_dir=args.out, timeout=args.timeout, baud=args.baud,
+                              seed=args.seed, progress=_progress)
+    except boards.DoesNotFit as e:
+        print(f"qloom synth: does not fit: {e}", file=sys.stderr)
+        return 1
+    except boards.SynthError as e:
+        raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(r, indent=2, default=str))
+    else:
+        print(boards.format_report(r))
     return 0
 
 
@@ -158,6 +220,9 @@ def make_parser():
     p.add_argument("--fold", default=None, help='JSON file {"layer": {"pe": P, "simd": S}} of manual foldings')
     p.add_argument("--argmax", action="store_true", help="end the accelerator with an argmax (class label)")
     p.add_argument("--frames", type=int, default=64, help="frames of test vectors to write (default 64)")
+    p.add_argument("--board", choices=["icebreaker", "ulx3s"], default=None,
+                   help="fold for this board: the fastest folding the resource estimates say fits it "
+                        "(unless --target-ii or --fold is given)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("demo", help="train digits MLPs, compile, simulate the Verilog on the whole test split",
@@ -172,6 +237,19 @@ def make_parser():
     p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("analyze", help="quantization error analysis: SQNR, clipping, accumulator ranges, histograms",
+                       description="Compile SPEC and analyze it on its example input: per layer SQNR of the "
+                                   "quantized vs float activations (when SPEC's function returns (model, x, "
+                                   "float_model), e.g. from qloom.quantize), share of values clipped, rounding "
+                                   "vs clipping error, each accumulator's used range vs its width, and PNG "
+                                   "histograms of weights and activations with the quantization grid.")
+    p.add_argument("spec", help="built-in example name or path/to/file.py:function returning (model, x) or "
+                                "(model, x, float_model)")
+    p.add_argument("--out", default=None, help="directory for analysis.json and the PNG histograms")
+    p.add_argument("--frames", type=int, default=None, help="analyze the first N example inputs (default all)")
+    p.add_argument("--no-plots", action="store_true", help="skip the histograms")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_analyze)
     p = sub.add_parser("sim", help="simulate a build dir's Verilog (cocotb) and check it bit for bit",
                        description="Run DIR/accelerator.v under cocotb on Verilator or Icarus with random "
                                    "valid gaps and backpressure, compare every output element with "
@@ -191,6 +269,20 @@ def make_parser():
     p.add_argument("--waves", action="store_true", help="record a waveform (VCD/FST; large for long runs)")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(fn=cmd_sim)
+    p = sub.add_parser("synth", help="synthesise, place and route a build dir for a board (YoWASP tools)",
+                       description="Wrap DIR's accelerator in the UART board top and run Yosys, nextpnr and the "
+                                   "packer (pip install 'qloom[boards]'); report LUT/FF/BRAM/DSP/IO against the "
+                                   "device and Fmax. --board generic: Yosys generic cells and a CMOS transistor "
+                                   "estimate of the accelerator. Exit 1 when the design does not fit (the "
+                                   "message names the resource and a folding that the estimates say fits).")
+    p.add_argument("dir", help="build dir written by `qloom compile`")
+    p.add_argument("--board", choices=["icebreaker", "ulx3s", "generic"], default="icebreaker")
+    p.add_argument("--out", default=None, help="where the tools run (default DIR/synth-BOARD)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds for the whole tool flow (default 1800; CNV on the ULX3S needs ~15 min)")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate of the board top (default 115200)")
+    p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(fn=cmd_synth)
     return ap
 
 

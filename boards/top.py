@@ -1,0 +1,189 @@
+"""Board tops: the accelerator behind a UART link (framing in docs/boards.md).
+
+`UARTAccelTop` is plain logic (ports clk, rst, rx, tx, overrun, error): it
+receives frames on `rx`, feeds their beats to the accelerator, and sends each
+result frame back on `tx`. The accelerator is either an Amaranth component (a
+DataflowAccelerator, `dut=`) or, for a build dir, an `Instance` of the emitted
+Verilog module (the manifest's "top"), whose accelerator.v is read alongside.
+
+Framing (bytes, 8N1):
+  host -> board:  0xA5, then the input frame: beats_per_frame beats, each
+                  ceil(width/8) bytes, least significant byte first.
+  board -> host:  0x5A, then the output frame, packed the same way.
+Beats are the manifest's stream beats (element 0 in the least significant bits).
+Bytes before a 0xA5 are ignored. A pause longer than `idle_timeout` cycles
+inside a frame resets the accelerator and the framers (the partial frame and
+every frame in flight are dropped) and sets `error`. A beat that completes
+while the previous one still waits for the accelerator is dropped and sets
+`overrun` (the host sent too many frames ahead: see Link's window).
+
+`BoardTop` puts it on an amaranth-boards platform: the platform's default
+clock, the board's UART pins, and one LED lit on error/overrun.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import ClockDomain, ClockSignal, Cat, DomainRenamer, Elaboratable, Instance, Module, \
+    ResetSignal, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In, Out
+
+from .uart import UARTRx, UARTTx, divisor_for
+
+SYNC_IN = 0xA5
+SYNC_OUT = 0x5A
+DEFAULT_BAUD = 115200
+SIM_DIVISOR = 4            # cycles per bit in simulation (the fastest the UART allows)
+
+
+def nbytes(width: int) -> int:
+    return (int(width) + 7) // 8
+
+
+class UARTAccelTop(wiring.Component):
+    """The accelerator with a UART frame link.
+
+    ports: the manifest's "ports" (payload/valid/ready names, widths, beats per frame).
+    top: the accelerator's Verilog module name (an Instance is made) unless `dut` is given.
+    dut: an Amaranth component with streams `i` and `o` (a DataflowAccelerator).
+    divisor: clock cycles per UART bit. idle_timeout: cycles of silence inside an
+    input frame before the link resets (0: never).
+    """
+
+    def __init__(self, ports: dict, *, top: str | None = None, dut=None, divisor: int = SIM_DIVISOR,
+                 idle_timeout: int = 0):
+        if (top is None) == (dut is None):
+            raise ValueError("give exactly one of top= (an Instance of emitted Verilog) and dut= (a component)")
+        self.ports, self.top_name, self.dut = ports, top, dut
+        self.divisor, self.idle_timeout = int(divisor), int(idle_timeout)
+        pin, pout = ports["input"], ports["output"]
+        self.win, self.wout = int(pin["width"]), int(pout["width"])
+        self.bin, self.bout = int(pin["beats_per_frame"]), int(pout["beats_per_frame"])
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "overrun": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        soft = Signal()                                    # timeout: reset everything in "core"
+        m.domains.core = cd = ClockDomain("core", local=True)
+        m.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(ResetSignal("sync", allow_reset_less=True) | soft)]
+        core = DomainRenamer({"sync": "core"})
+        m.submodules.uart_rx = urx = core(UARTRx(self.divisor))
+        m.submodules.uart_tx = utx = core(UARTTx(self.divisor))
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+
+        i_payload, i_valid, i_ready = Signal(self.win), Signal(), Signal()
+        o_payload, o_valid, o_ready = Signal(self.wout), Signal(), Signal()
+        if self.dut is None:
+            pin, pout = self.ports["input"], self.ports["output"]
+            m.submodules.accel = Instance(
+                self.top_name, i_clk=ClockSignal("core"), i_rst=ResetSignal("core"),
+                **{f"i_{pin['payload']}": i_payload, f"i_{pin['valid']}": i_valid, f"o_{pin['ready']}": i_ready,
+                   f"o_{pout['payload']}": o_payload, f"o_{pout['valid']}": o_valid, f"i_{pout['ready']}": o_ready})
+        else:
+            d = self.dut
+            m.submodules.accel = core(d)
+            m.d.comb += [d.i.payload.as_value().eq(i_payload), d.i.valid.eq(i_valid), i_ready.eq(d.i.ready),
+                         o_payload.eq(d.o.payload.as_value()), o_valid.eq(d.o.valid), d.o.ready.eq(o_ready)]
+
+        # ---- receive: sync byte, then bytes -> beats -> accelerator input
+        bin_b = nbytes(self.win)
+        shreg = Signal(8 * bin_b)
+        byte_i = Signal(range(max(bin_b, 2)))
+        beat_i = Signal(range(max(self.bin, 2)))
+        in_frame = Signal()
+        hold, hold_valid = Signal(self.win), Signal()
+        overrun = Signal()
+        m.d.comb += [i_payload.eq(hold), i_valid.eq(hold_valid)]
+        with m.If(i_valid & i_ready):
+            m.d.core += hold_valid.eq(0)
+        new = Cat(shreg[8:], urx.o.payload)
+        with m.If(urx.o.valid):
+            with m.If(~in_frame):
+                with m.If(urx.o.payload == SYNC_IN):
+                    m.d.core += [in_frame.eq(1), byte_i.eq(0), beat_i.eq(0)]
+            with m.Else():
+                m.d.core += shreg.eq(new)
+                with m.If(byte_i == bin_b - 1):
+                    m.d.core += byte_i.eq(0)
+                    with m.If(hold_valid & ~i_ready):
+                        m.d.comb += overrun.eq(1)
+                    with m.Else():
+                        m.d.core += [hold.eq(new[:self.win]), hold_valid.eq(1)]
+                    with m.If(beat_i == self.bin - 1):
+                        m.d.core += [in_frame.eq(0), beat_i.eq(0)]
+                    with m.Else():
+                        m.d.core += beat_i.eq(beat_i + 1)
+                with m.Else():
+                    m.d.core += byte_i.eq(byte_i + 1)
+
+        # ---- transmit: accelerator output beats -> sync byte (per frame) + bytes
+        bout_b = nbytes(self.wout)
+        obuf = Signal(8 * bout_b)
+        obyte = Signal(range(max(bout_b, 2)))
+        obeat = Signal(range(max(self.bout, 2)))
+        with m.FSM(domain="core"):
+            with m.State("IDLE"):
+                m.d.comb += o_ready.eq(1)
+                with m.If(o_valid):
+                    m.d.core += [obuf.eq(o_payload), obyte.eq(0)]
+                    with m.If(obeat == 0):
+                        m.next = "SYNC"
+                    with m.Else():
+                        m.next = "BYTES"
+            with m.State("SYNC"):
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(SYNC_OUT)]
+                with m.If(utx.i.ready):
+                    m.next = "BYTES"
+            with m.State("BYTES"):
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(obuf[:8])]
+                with m.If(utx.i.ready):
+                    m.d.core += [obuf.eq(obuf >> 8), obyte.eq(obyte + 1)]
+                    with m.If(obyte == bout_b - 1):
+                        with m.If(obeat == self.bout - 1):
+                            m.d.core += obeat.eq(0)
+                        with m.Else():
+                            m.d.core += obeat.eq(obeat + 1)
+                        m.next = "IDLE"
+
+        # ---- status and the idle timeout (in sync: they survive the soft reset)
+        with m.If(overrun):
+            m.d.sync += self.overrun.eq(1)
+        with m.If(urx.frame_error):
+            m.d.sync += self.error.eq(1)
+        if self.idle_timeout > 0:
+            idle = Signal(range(self.idle_timeout + 1))
+            with m.If(~in_frame | urx.o.valid):
+                m.d.sync += idle.eq(0)
+            with m.Elif(idle == self.idle_timeout):
+                m.d.comb += soft.eq(1)
+                m.d.sync += [self.error.eq(1), idle.eq(0)]
+            with m.Else():
+                m.d.sync += idle.eq(idle + 1)
+        return m
+
+
+class BoardTop(Elaboratable):
+    """UARTAccelTop on an amaranth-boards platform (default clock, UART 0, LED 0 = error/overrun)."""
+
+    def __init__(self, ports: dict, *, top: str | None = None, dut=None, baud: int = DEFAULT_BAUD,
+                 idle_timeout_s: float = 0.1):
+        self.ports, self.top, self.dut, self.baud, self.idle_timeout_s = ports, top, dut, baud, idle_timeout_s
+        self.divisor = None
+
+    def elaborate(self, platform):
+        m = Module()
+        clk_hz = platform.default_clk_frequency
+        self.divisor = divisor_for(clk_hz, self.baud)
+        m.submodules.link = link = UARTAccelTop(self.ports, top=self.top, dut=self.dut, divisor=self.divisor,
+                                                idle_timeout=int(clk_hz * self.idle_timeout_s))
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [link.rx.eq(rx.i), tx.o.eq(link.tx)]
+        try:
+            led = platform.request("led", 0, dir="-")
+        except Exception:  # noqa: BLE001 - a board without LEDs
+            led = None
+        if led is not None:
+            m.submodules.led_buf = lb = io.Buffer("o", led)
+            m.d.comb += lb.o.eq(link.error | link.overrun)
+        return m

@@ -13,9 +13,9 @@ Importing this package imports neither amaranth nor the tools.
 """
 from .link import Link, LinkError  # noqa: F401
 from .synth import (BOARDS, DoesNotFit, SynthError, ToolsMissing, estimate_for, fastest_fit, fits,  # noqa: F401
-                    format_report, load_graph, save_graph, synthesize)
+                    format_report, load_graph, synthesize)
 
 TARGETS = tuple(BOARDS)
 
 __all__ = ["synthesize", "Link", "LinkError", "BOARDS", "TARGETS", "DoesNotFit", "SynthError", "ToolsMissing",
-           "fastest_fit", "estimate_for", "fits", "save_graph", "load_graph"]
+           "fastest_fit", "estimate_for", "fits", "load_graph"]

@@ -113,26 +113,19 @@ def _run(cmd: str, cwd, env, timeout: float | None, log_name: str):
 
 # ---------------------------------------------------------------- sources
 
-def save_graph(build_dir, graph) -> None:
-    """Keep the IR graph beside the Verilog (graph.pkl), so synth can suggest foldings."""
-    import pickle
-    (pathlib.Path(build_dir) / "graph.pkl").write_bytes(pickle.dumps(graph))
-
-
 def load_graph(build_dir):
-    """The build dir's graph.pkl when present and its hash matches the manifest's, else None.
-
-    (A pickle runs code when loaded: only open build dirs you made.)"""
-    import pickle
+    """The build dir's graph.npz (written by emit.write_build_dir) when present and its hash
+    matches the manifest's, else None (then synth cannot suggest foldings)."""
+    from qloom.compiler import ir
     d = pathlib.Path(build_dir)
-    p = d / "graph.pkl"
+    p = d / "graph.npz"
     if not p.is_file():
         return None
     try:
-        g = pickle.loads(p.read_bytes())
+        g = ir.load_graph(p)
         m = json.loads((d / "manifest.json").read_text())
         return g if g.hash() == m.get("graph_hash") else None
-    except Exception:  # noqa: BLE001 - an unreadable pickle only loses the suggestion
+    except (ValueError, KeyError, OSError):  # an unreadable graph only loses the suggestion
         return None
 
 
@@ -163,7 +156,6 @@ def _resolve(source, out_dir, folding):
         graph = source.graph
     else:
         raise SynthError(f"synthesize(): give a build dir, an ir.Graph or an Accelerator, not {type(source).__name__}")
-    save_graph(bdir, graph)
     return bdir, json.loads((bdir / "manifest.json").read_text()), graph, out
 
 

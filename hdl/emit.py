@@ -57,6 +57,8 @@ def write_build_dir(out_dir, graph, folding: dict, x_int=None, name: str = "qloo
     out.mkdir(parents=True, exist_ok=True)
     top = DataflowAccelerator(graph, folding)
     (out / "accelerator.v").write_text(verilog(top, name))
+    from qloom.compiler import ir
+    ir.save_graph(graph, out / "graph.npz")        # so synth can re-fold without the model
     types = graph.validate()
     est = folding_mod.estimate(graph, folding)
     manifest = {

@@ -80,8 +80,6 @@ def cmd_compile(args):
     _progress("folding and generating Verilog")
     frames = min(args.frames, len(x))
     manifest = acc.save(args.out, x_float=x[:frames])
-    from qloom import boards
-    boards.save_graph(args.out, acc.graph)          # lets `qloom synth` suggest a folding that fits
     _progress(f"wrote {args.out} in {time.time() - t0:.1f} s")
     if args.json:
         print(json.dumps({"out": str(args.out), "ii_estimate": manifest["ii_estimate"],

@@ -36,7 +36,6 @@ def mlp(tmp_path_factory):
     acc = qloom.compile(model, x, argmax=True, target_ii=64)
     d = tmp_path_factory.mktemp("mlp")
     manifest = acc.save(d, x_float=x[:16])
-    boards.save_graph(d, acc.graph)
     return d, acc, manifest
 
 
@@ -183,7 +182,6 @@ def small(tmp_path_factory):
     acc = qloom.compile(model, x, argmax=True)
     d = tmp_path_factory.mktemp("small")
     acc.save(d, x_float=x[:4])
-    boards.save_graph(d, acc.graph)
     return d, acc
 
 

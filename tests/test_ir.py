@@ -88,3 +88,17 @@ def test_hash_changes_with_any_weight():
     assert a.hash() == b.hash()
     b.nodes[0].weight[0, 0] = 2
     assert a.hash() != b.hash()
+
+
+def test_save_and_load_graph_round_trip(tmp_path):
+    g = mlp_graph()
+    conv = ir.Graph("x", ir.TensorType((6, 6, 2), ir.Bipolar),
+                    [ir.Conv2d("c", ["x"], "a", weight=np.ones((3, 3, 3, 2), dtype=int), wtype=ir.Bipolar,
+                               stride=2, padding=1, pad_value=-1),
+                     ir.SumPool("p", ["a"], "s", kernel=3),
+                     ir.Requantize("r", ["s"], "y", mult=[3, 1, 2], shift=2, offset=[1, 0, 0],
+                                   rounding="half_up", out_type=ir.Int(4, True))], "y")
+    for graph in (g, conv):
+        ir.save_graph(graph, tmp_path / "g.npz")
+        back = ir.load_graph(tmp_path / "g.npz")
+        assert back.hash() == graph.hash() and back.validate() == graph.validate()

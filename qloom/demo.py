@@ -76,9 +76,44 @@ def confusion(y, pred, n=10):
 def float_baseline(epochs):
     from qloom.examples import digits
     xtr, ytr, xte, yte = digits.load()
-    m = digits.train(digits.float_mlp(), xtr, ytr, epochs=epochs, input_scale=1 / 16,
-                     progress=bar("train float baseline"))
-    return digits.accuracy(m, xte, yte, input_scale=1 / 16)
+    torch.manual_seed(0)
+    m = digits.train(digits.float_mlp(), xtr, ytr, epochs=epochs, progress=bar("train float baseline"))
+    return m, digits.accuracy(m, xte, yte)
+
+
+def ptq_rows(float_model, epochs, qat_rows):
+    """The float MLP quantized post-training at 8/4/2 bits (min-max and MSE calibration) vs QAT.
+
+    Every PTQ model is compiled and checked: torch eval == IR on the whole test split.
+    """
+    import qloom
+    from qloom.compiler import ptq
+    from qloom.examples import digits
+    xtr, ytr, xte, yte = digits.load()
+    qat_by_bits = {r["bits"]: r["quant_torch_accuracy"] for r in qat_rows}
+    rows = []
+    for bits in (8, 4, 2):
+        row = {"bits": bits}
+        for method in ("minmax", "mse"):
+            qm = qloom.quantize(float_model, xtr[:512], bits, bits, calibration=method)
+            row[method] = ptq.accuracy(qm, xte, yte)
+            row[f"fidelity_{method}"] = qloom.compile(qm, xtr[:512]).fidelity(xte).fidelity
+        if bits not in qat_by_bits:
+            qat_by_bits[bits] = digits.accuracy(digits.build(bits, bits, epochs=epochs)[0], xte, yte)
+        row["qat"] = qat_by_bits[bits]
+        rows.append(row)
+        bar("post-training quantization")(len(rows), 3)
+    return rows
+
+
+def ptq_table(rows, float_acc) -> str:
+    lines = ["Post-training quantization of the float MLP (weights and activations at the same width) vs QAT:",
+             f"{'bits':>4}{'float':>8}{'PTQ minmax':>12}{'PTQ mse':>9}{'QAT':>8}{'fidelity':>10}"]
+    for r in rows:
+        fid = min(r["fidelity_minmax"], r["fidelity_mse"])
+        lines.append(f"{r['bits']:>4}{100 * float_acc:>7.1f}%{100 * r['minmax']:>11.1f}%{100 * r['mse']:>8.1f}%"
+                     f"{100 * r['qat']:>7.1f}%{100 * fid:>9.1f}%")
+    return "\n".join(lines)
 
 
 def table(rows, float_acc) -> str:
@@ -128,18 +163,24 @@ def main(out="build/demo", simulator="verilator", target_ii=64, epochs=60, as_js
     out_root = pathlib.Path(out)
     out_root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    float_acc = float_baseline(epochs)
+    float_model, float_acc = float_baseline(epochs)
     rows = [run_model(n, w, a, out_root, simulator, target_ii, epochs) for n, w, a in MODELS]
+    for r, (_, w, _a) in zip(rows, MODELS):
+        r["bits"] = w
+    ptq = ptq_rows(float_model, epochs, rows)
     png = out_root / "summary.png"
     plot(rows, png)
-    (out_root / "summary.json").write_text(json.dumps({"float_accuracy": float_acc, "models": rows}, indent=2))
+    (out_root / "summary.json").write_text(json.dumps({"float_accuracy": float_acc, "models": rows, "ptq": ptq},
+                                                      indent=2))
     if as_json:
-        print(json.dumps({"float_accuracy": float_acc, "models": [{k: v for k, v in r.items()
+        print(json.dumps({"float_accuracy": float_acc, "ptq": ptq, "models": [{k: v for k, v in r.items()
                           if k not in ("stages", "confusion")} for r in rows]}, indent=2))
     else:
         print(f"\nDigits test split: {rows[0]['frames']} images, simulated on the generated Verilog "
               f"({simulator}), every output checked against the reference model.\n")
         print(table(rows, float_acc))
+        print()
+        print(ptq_table(ptq, float_acc))
         print(f"\nbuild dirs: {', '.join(r['build_dir'] for r in rows)}")
         print(f"summary: {png} and {out_root / 'summary.json'} ({time.time() - t0:.0f} s)")
     return rows

@@ -11,7 +11,8 @@ from qloom.compiler import ir, reference
 from qloom.hdl import streams
 from qloom.hdl.maxpool import MaxPool
 from qloom.hdl.sumpool import SumPool
-from test_swg import divisors, drive, random_map
+from streamtb import drive
+from test_swg import divisors, random_map
 
 
 @st.composite

@@ -1,18 +1,17 @@
 """SlidingWindowGenerator against reference.windows on the padded map, under random stalls."""
 import gc
-import random
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qloom.compiler import ir, reference
 from qloom.hdl import streams
 from qloom.hdl.swg import SlidingWindowGenerator
+
+from streamtb import drive
 
 
 def divisors(n):
@@ -35,60 +34,6 @@ def expected_windows(x, kernel, stride, padding, pad_value):
     (ph, pw) = padding
     xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=pad_value)
     return reference.windows(np.ascontiguousarray(xp), kernel, stride).reshape(len(x), -1)
-
-
-def drive(dut, beats, n_out, *, stall_in=0.0, stall_out=0.0, seed=0, junk_cycles=None, max_cycles=200_000):
-    """Drive dut cycle by cycle. With junk_cycles, first feed random beats and take outputs
-    for that many cycles, then pulse the synchronous reset (with an output possibly waiting).
-    Returns (payloads out, input handshake cycles, output handshake cycles), counted after the reset."""
-    top = Module()
-    top.domains.sync = cd = ClockDomain()
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    rng = random.Random(seed)
-    width = dut.i.payload.as_value().shape().width
-    res = {}
-
-    async def phase(ctx, beats, n_out, cycles):
-        got, t_in, t_out, pos, valid = [], [], [], 0, False
-        for cycle in range(cycles):
-            if len(got) >= n_out:
-                break
-            if not valid and pos < len(beats) and rng.random() >= stall_in:
-                valid = True              # once offered, a beat stays valid until taken
-                ctx.set(dut.i.payload.as_value(), beats[pos])
-            ctx.set(dut.i.valid, valid)
-            ctx.set(dut.o.ready, rng.random() >= stall_out)
-            *_, iv, ir_, ov, or_, op = await ctx.tick().sample(
-                dut.i.valid, dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload.as_value())
-            if iv and ir_:
-                t_in.append(cycle)
-                pos, valid = pos + 1, False
-            if ov and or_:
-                t_out.append(cycle)
-                got.append(op)
-        ctx.set(dut.i.valid, 0)
-        return got, t_in, t_out
-
-    async def tb(ctx):
-        if junk_cycles is not None:
-            junk = [rng.getrandbits(width) for _ in range(junk_cycles + 1)]
-            await phase(ctx, junk, 1 << 30, junk_cycles)
-            ctx.set(dut.o.ready, 0)
-            ctx.set(cd.rst, 1)
-            await ctx.tick()
-            ctx.set(cd.rst, 0)
-        res["got"], res["t_in"], res["t_out"] = await phase(ctx, beats, n_out, max_cycles)
-        ctx.set(dut.o.ready, 1)
-        for _ in range(64):                       # nothing more may come out
-            await ctx.tick()
-            assert not ctx.get(dut.o.valid), "the design produced more beats than expected"
-
-    sim.add_testbench(tb)
-    sim.run()
-    assert len(res["got"]) == n_out, f"{len(res['got'])} of {n_out} output beats"
-    return res["got"], res["t_in"], res["t_out"]
 
 
 @st.composite

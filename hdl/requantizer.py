@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from qloom.compiler import ir
 
 from . import streams
-from .threshold import lane_tables
+from .threshold import fold_counter, lane_tables
 
 
 class Requantizer(wiring.Component):
@@ -66,11 +66,7 @@ class Requantizer(wiring.Component):
         par = [{"mult": int(tab[0, 0]), "offset": int(tab[0, 1])} for tab in self._lanes]
 
         if any(self._rom):
-            ch = Signal(range(fold))           # beat index within the channel fold
-            with m.If(self.i.valid & en):
-                m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == fold - 1):
-                    m.d.sync += ch.eq(0)
+            ch = fold_counter(m, fold, self.i.valid & en)
             for p, tab in enumerate(self._lanes):
                 if self._rom[p]:
                     rom = Memory(shape=self._word, depth=fold,

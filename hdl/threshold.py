@@ -1,6 +1,6 @@
 """ThresholdUnit: MultiThreshold on a stream, PE channels per beat."""
 import numpy as np
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -8,6 +8,14 @@ from amaranth.lib.wiring import In, Out
 from qloom.compiler import ir
 
 from . import streams
+
+
+def fold_counter(m: Module, fold: int, step) -> Signal:
+    """The beat index within the channel fold (0..fold-1), advancing where `step` is high."""
+    ch = Signal(range(fold))
+    with m.If(step):
+        m.d.sync += ch.eq(Mux(ch == fold - 1, 0, ch + 1))
+    return ch
 
 
 def lane_tables(table: np.ndarray, pe: int, what: str) -> list[np.ndarray]:
@@ -88,11 +96,7 @@ class ThresholdUnit(wiring.Component):
         thr = [[int(v) for v in tab[0]] for tab in self._lanes]
 
         if any(self._rom):
-            ch = Signal(range(fold))           # beat index within the channel fold
-            with m.If(self.i.valid & en):
-                m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == fold - 1):
-                    m.d.sync += ch.eq(0)
+            ch = fold_counter(m, fold, self.i.valid & en)
             word = data.ArrayLayout(self._tshape, k)
             for p, tab in enumerate(self._lanes):
                 if self._rom[p]:

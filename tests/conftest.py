@@ -15,3 +15,16 @@ os.environ["PATH"] = os.pathsep.join([str(_bin)] + ([str(_vbin)] if _vbin else [
 # amaranth.sim compiles each fragment to Python; very wide memories (an MVU input
 # buffer of thousands of bits) nest deeper than Python's default compile limit.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread avoids OpenMP oversubscription on a shared machine."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

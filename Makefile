@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow demo bench venv clean
+.PHONY: test test-slow lint demo bench venv clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) lint
 	$(VPY) -m pytest -q
 
 test-slow: $(STAMP)

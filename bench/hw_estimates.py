@@ -2,7 +2,7 @@
 import argparse
 
 import qloom
-from qloom.compiler import folding as folding_mod
+from qloom.hdl import folding as folding_mod
 from qloom.examples import build
 
 NETS = ["tfc-w1a1", "tfc-w2a2", "tfc-w4a4", "digits-mlp-w1a1", "digits-mlp-w2a2", "digits-cnn", "cnv-w1a1",
@@ -14,7 +14,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--nets", nargs="*", default=NETS)
     args = ap.parse_args()
-    print(f"{'network':<17}{'target':>9}{'II':>9}{'latency':>9}{'LUT':>8}{'FF':>8}{'BRAM18':>7}{'DSP':>5}  folding (PE,SIMD)")
+    print(f"{'network':<17}{'target':>9}{'II':>9}{'latency':>9}{'LUT':>8}{'FF':>8}{'BRAM18':>7}{'DSP':>5}"
+          f"  folding (PE,SIMD)")
     for name in args.nets:
         model, x = build(name)
         acc = qloom.compile(model, x)

@@ -18,7 +18,7 @@ import time
 
 import qloom
 from qloom import boards
-from qloom.compiler import folding as folding_mod
+from qloom.hdl import folding as folding_mod
 from qloom.examples import build
 
 RUNS = ["digits-mlp-w1a1:icebreaker", "digits-mlp-w2a2:icebreaker", "tfc-w1a1:icebreaker", "cnv-w1a1:ulx3s"]

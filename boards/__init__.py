@@ -6,9 +6,11 @@
     link = boards.Link.open("/dev/ttyUSB1", "build/tfc")       # host side of the UART top
     labels = link.infer(x_int)
 
-boards/top.py: the UART board top (framing in docs/boards.md); boards/uart.py: the
-UART; boards/synth.py: the tool flow, fit estimates and folding choice;
-boards/link.py: the host driver; boards/sim.py: cocotb test of the UART top.
+boards/targets.py: the boards and their memory models; boards/fit.py: fit estimates and
+the fastest folding that fits; boards/flow.py: the Yosys/nextpnr tool flows;
+boards/synth.py: synthesize(); boards/report.py: terminal reports; boards/top.py: the
+UART board top (framing in docs/boards.md); boards/uart.py: the UART; boards/link.py:
+the host driver; boards/sim.py: cocotb test of the UART top.
 Importing this package imports neither amaranth nor the tools.
 """
 from .link import Link, LinkError  # noqa: F401

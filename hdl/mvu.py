@@ -37,9 +37,6 @@ from . import streams
 ROM_STYLES = ("block", "distributed", "logic")
 
 
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
-
 
 def _shape(lo, hi):
     """The narrowest Amaranth shape that holds every integer in [lo, hi]."""
@@ -57,11 +54,7 @@ class MatrixVectorUnit(wiring.Component):
     """
 
     def __init__(self, weight, wtype, in_type, acc_type, pe, simd, rom_style=None):
-        try:
-            self.weight = self._check(weight, wtype, in_type, acc_type, pe, simd, rom_style)
-        except ValueError:
-            self._MustUse__silence = True   # a refused unit is not an unused one: no warning at exit
-            raise
+        self.weight = self._check(weight, wtype, in_type, acc_type, pe, simd, rom_style)
         n, k = self.weight.shape
         self.wtype, self.in_type, self.acc_type = wtype, in_type, acc_type
         self.pe, self.simd = int(pe), int(simd)
@@ -82,7 +75,7 @@ class MatrixVectorUnit(wiring.Component):
         for name, f, dim, dname in (("SIMD", simd, k, "K"), ("PE", pe, n, "N")):
             if not isinstance(f, (int, np.integer)) or f < 1 or dim % f:
                 raise ValueError(f"{name}={f!r} does not divide {dname}={dim}; "
-                                 f"valid {name} values: {_divisors(dim)}")
+                                 f"valid {name} values: {streams.divisors(dim)}")
         for name, t in (("wtype", wtype), ("in_type", in_type)):
             if not isinstance(t, (ir.Int, ir.BipolarType)):
                 raise ValueError(f"{name} must be ir.Int or ir.Bipolar, got {t!r}")
@@ -164,7 +157,7 @@ class MatrixVectorUnit(wiring.Component):
             m.submodules[f"rom{p}"] = rom
             port = rom.read_port()
             m.d.comb += [port.addr.eq(addr), port.en.eq(adv)]
-            wl, xl = [port.data[l] for l in range(SIMD)], [x[l] for l in range(SIMD)]
+            wl, xl = [port.data[k] for k in range(SIMD)], [x[k] for k in range(SIMD)]
             if wbip and xbip:
                 pop = self._tree(m, [~(a ^ b) for a, b in zip(wl, xl)],
                                  np.zeros((1, SIMD), dtype=int), np.ones((1, SIMD), dtype=int), f"pe{p}_pop")

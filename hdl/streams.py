@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, stream
 
-from qloom.compiler import ir
+from qloom.compiler import builddir, ir
+
+
+def divisors(n: int) -> list[int]:
+    """The valid PE/SIMD values for n lanes' worth of elements (for folding errors and searches)."""
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def elem_shape(dtype: ir.ElemType) -> Shape:
@@ -29,46 +35,34 @@ def beat_signature(dtype: ir.ElemType, n: int) -> stream.Signature:
     return stream.Signature(beat_layout(dtype, n))
 
 
+def _port(dtype: ir.ElemType, n: int) -> builddir.Port:
+    return builddir.Port.for_stream("x", dtype, n, (n,))
+
+
 def encode(dtype: ir.ElemType, v: int) -> int:
     """An element's value -> its bits (two's complement; bipolar +1 -> 1, -1 -> 0)."""
-    if isinstance(dtype, ir.BipolarType):
-        return 1 if v > 0 else 0
-    return int(v) & ((1 << dtype.bits) - 1)
+    return int(_port(dtype, 1).encode(v))
 
 
 def decode(dtype: ir.ElemType, bits: int) -> int:
-    if isinstance(dtype, ir.BipolarType):
-        return 1 if bits & 1 else -1
-    bits &= (1 << dtype.bits) - 1
-    if dtype.signed and bits >> (dtype.bits - 1):
-        return bits - (1 << dtype.bits)
-    return bits
+    return int(_port(dtype, 1).decode(bits))
 
 
 def pack(dtype: ir.ElemType, values) -> int:
     """Element values -> one beat's payload as an integer (element 0 in the LSBs)."""
-    word = 0
-    for i, v in enumerate(values):
-        word |= encode(dtype, v) << (i * dtype.bits)
-    return word
-
-
-def unpack(dtype: ir.ElemType, word: int, n: int) -> list[int]:
-    return [decode(dtype, word >> (i * dtype.bits)) for i in range(n)]
+    values = list(values)
+    return to_beats(dtype, values, len(values))[0]
 
 
 def to_beats(dtype: ir.ElemType, flat, n: int) -> list[int]:
-    """A flat sequence of elements -> packed beats of n elements."""
-    flat = list(flat)
-    assert len(flat) % n == 0, f"{len(flat)} elements do not split into beats of {n}"
-    return [pack(dtype, flat[i:i + n]) for i in range(0, len(flat), n)]
+    """A flat sequence of elements -> packed beats of n elements (builddir.Port.pack)."""
+    flat = np.asarray(list(flat), dtype=np.int64)
+    assert flat.size % n == 0, f"{flat.size} elements do not split into beats of {n}"
+    return _port(dtype, n).pack(flat.reshape(-1, n))
 
 
 def from_beats(dtype: ir.ElemType, beats, n: int) -> list[int]:
-    out = []
-    for b in beats:
-        out.extend(unpack(dtype, b, n))
-    return out
+    return _port(dtype, n).unpack(beats).reshape(-1).tolist()
 
 
 # ---------------------------------------------------------------- amaranth.sim testbenches

@@ -45,9 +45,6 @@ def _pair(v, name):
     return int(a), int(b)
 
 
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
-
 
 def _clip(x, lo, hi):
     return Mux(x < lo, lo, Mux(x > hi, hi, x))
@@ -62,11 +59,7 @@ class SlidingWindowGenerator(wiring.Component):
     """
 
     def __init__(self, dtype: ir.ElemType, in_shape, kernel, stride=1, padding=0, pad_value=0, simd=1):
-        try:
-            self._check(dtype, in_shape, kernel, stride, padding, pad_value, simd)
-        except ValueError:
-            self._MustUse__silence = True   # a refused unit is not an unused one
-            raise
+        self._check(dtype, in_shape, kernel, stride, padding, pad_value, simd)
         self.dtype, self.simd, self.pad_value = dtype, int(simd), int(pad_value)
         self.in_shape = tuple(int(s) for s in in_shape)
         self.kernel, self.stride = _pair(kernel, "kernel"), _pair(stride, "stride")
@@ -100,7 +93,7 @@ class SlidingWindowGenerator(wiring.Component):
         if max(PH, PW) and not ir.values_in(dtype, np.array(pad_value)):
             raise ValueError(f"pad_value {pad_value!r} is not a value of {dtype}")
         if not isinstance(simd, (int, np.integer)) or simd < 1 or C % simd:
-            raise ValueError(f"SIMD={simd!r} does not divide C={C}; valid SIMD values: {_divisors(C)}")
+            raise ValueError(f"SIMD={simd!r} does not divide C={C}; valid SIMD values: {streams.divisors(C)}")
 
     def _need_free(self, r0, c0):
         """need and free (in pixels, frame-relative) of the output pixels whose window

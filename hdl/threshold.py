@@ -29,8 +29,8 @@ def lane_tables(table: np.ndarray, pe: int, what: str) -> list[np.ndarray]:
     if c == 1:
         return [table] * pe
     if c % pe:
-        divisors = [d for d in range(1, c + 1) if c % d == 0]
-        raise ValueError(f"{what}: PE={pe} does not divide the {c} channels; valid PE values: {divisors}")
+        raise ValueError(f"{what}: PE={pe} does not divide the {c} channels; "
+                         f"valid PE values: {streams.divisors(c)}")
     return [table[p::pe] for p in range(pe)]
 
 

@@ -24,13 +24,15 @@ class WidthConverter(wiring.Component):
     completes it (`self.latency`).
     """
 
+    LATENCY = 1
+
     def __init__(self, dtype: ir.ElemType, n_in: int, n_out: int, frame: int):
         if n_in < 1 or n_out < 1:
             raise ValueError(f"beat sizes must be at least 1, got n_in={n_in}, n_out={n_out}")
         if frame < 1 or frame % n_in or frame % n_out:
             raise ValueError(f"frame of {frame} elements must be a multiple of n_in={n_in} and n_out={n_out}")
         self.dtype, self.n_in, self.n_out, self.frame = dtype, n_in, n_out, frame
-        self.latency = 1
+        self.latency = self.LATENCY
         super().__init__({"i": In(streams.beat_signature(dtype, n_in)),
                           "o": Out(streams.beat_signature(dtype, n_out))})
 

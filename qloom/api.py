@@ -1,13 +1,15 @@
 """The Python API: `qloom.compile(model, example_input) -> Accelerator`."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from qloom.compiler import frontend, ir, reference
-from qloom.compiler.nn import QTensor, QuantAct, QuantError
+from qloom.compiler import ir, reference
+from qloom.compiler.errors import QuantError
+from qloom.compiler.frontends.base import Lowered
 
 
 @dataclass
@@ -37,79 +39,59 @@ class FidelityReport:
 
 
 class Accelerator:
-    """A compiled network: the IR graph plus the glue between floats and integers."""
+    """A compiled network: the integer IR graph plus its front end's float glue (inputs, outputs, oracle)."""
 
-    def __init__(self, model, lowered: frontend.Lowered, options: dict):
-        self.model = model
+    def __init__(self, lowered: Lowered, options: dict):
         self.graph = lowered.graph
-        self.input_quant = lowered.input_quant
-        self.output_tail = lowered.output_tail
-        self.output_quant = lowered.output_quant
-        self.channels_last_input = lowered.channels_last_input
+        self.frontend = lowered.frontend
         self.options = options
         self.argmax = bool(options.get("argmax"))
         if self.argmax:
             self._append_argmax()
 
+    @property
+    def model(self):
+        """The source model, where the front end holds one in memory (else None)."""
+        return self.frontend.model
+
     # ------------------------------------------------------------ numerics
     def quantize_input(self, x_float) -> np.ndarray:
-        """Integer input codes (int64) for float inputs, exactly as the model's QuantInput makes them."""
-        with torch.no_grad():
-            codes = self.input_quant.codes(torch.as_tensor(x_float))
-        if self.channels_last_input:
-            codes = codes.permute(0, 2, 3, 1)          # NCHW -> the IR's (H, W, C)
-        return codes.numpy()
+        """Integer input codes (int64, the IR's layout: CNN maps channels-last) for float inputs,
+        computed with the source model's own input quantizer."""
+        return np.asarray(self.frontend.quantize_input(x_float), dtype=np.int64)
 
     def reference(self, x_int, return_all: bool = False):
         """Run the golden integer model on integer inputs (batch first)."""
         return reference.run(self.graph, x_int, return_all=return_all)
 
     def dequantize(self, y_int) -> np.ndarray:
-        """The float values of the IR's outputs (labels are returned as they are)."""
+        """The float values of the IR's outputs, as the source model gives them (labels as they are)."""
         if self.argmax:
             return np.asarray(y_int)
-        if self.output_tail is not None:
-            return self.output_tail.float_out(torch.as_tensor(np.asarray(y_int))).numpy()
-        if self.output_quant is not None:
-            s = self.output_quant.scale() if isinstance(self.output_quant, QuantAct) else torch.ones(())
-            return np.asarray(y_int, dtype=np.float32) * s.detach().to(torch.float32).numpy()
-        return (np.asarray(y_int) - self.input_quant.zero_point) * float(self.input_quant.scale)
+        return self.frontend.dequantize(y_int)
 
-    def _torch_side(self, x_float):
-        """What the torch eval model computes, in the IR's output terms: (values, lsb units)."""
-        self.model.eval()
-        with torch.no_grad():
-            out = self.model(torch.as_tensor(x_float, dtype=torch.float32))
-        nhwc = (lambda t: t.permute(0, 2, 3, 1) if t.dim() == 4 else t)  # noqa: E731
-        if self.argmax:
-            v = out.value if isinstance(out, QTensor) else out
-            return v.flatten(1).argmax(dim=1).numpy()[:, None], None
-        if isinstance(out, QTensor):
-            return nhwc(out.code).numpy(), None
-        acc = getattr(self.output_tail.layer, "last_acc", None)
-        acc = None if acc is None else nhwc(acc).to(torch.int64).numpy()
-        return nhwc(out).numpy(), acc
+    def predict(self, x_float) -> np.ndarray:
+        """Float inputs in, the source model's outputs out (floats, or labels with argmax), computed
+        by the integer reference model: what the hardware gives, dequantized."""
+        return self.dequantize(self.reference(self.quantize_input(x_float)))
 
     def fidelity(self, x_float) -> FidelityReport:
-        """Compare torch eval and the IR on the float inputs `x_float`, every output element."""
-        want, want_acc = self._torch_side(x_float)
+        """Compare the source model and the IR on the float inputs `x_float`, every output element."""
+        src = self.frontend.source_outputs(x_float, self.argmax)
+        want = src.values
         got = self.reference(self.quantize_input(x_float))
-        if self.output_tail is not None and not self.argmax:
-            got_f = self.dequantize(got)
-            diff = want != got_f
-            t = self.output_tail
-            lsb = np.ones_like(got) if want_acc is None else np.abs(want_acc - (got * t.sign + t.offset))
-            compared = "accumulators"
+        if src.compared == "floats":
+            diff = want != self.dequantize(got)
+            lsb = np.ones_like(got) if src.acc is None else np.abs(src.acc - got)
         else:
             diff = want != got
             lsb = np.abs(want.astype(np.int64) - got)
-            compared = "labels" if self.argmax else "codes"
-        lsb = np.where(diff, np.maximum(lsb, 1), 0) if compared != "labels" else diff.astype(np.int64)
+        lsb = np.where(diff, np.maximum(lsb, 1), 0) if src.compared != "labels" else diff.astype(np.int64)
         vals, counts = np.unique(lsb[lsb > 0], return_counts=True)
         return FidelityReport(frames=got.shape[0], elements=int(got.size), mismatches=int(diff.sum()),
                               max_lsb=int(lsb.max(initial=0)),
                               lsb_histogram={int(v): int(c) for v, c in zip(vals, counts)},
-                              compared=compared)
+                              compared={"floats": "accumulators"}.get(src.compared, src.compared))
 
     def analyze(self, x_float, float_model=None, out_dir=None, plots: bool = True):
         """Quantization error analysis on float inputs (qloom.compiler.analysis): per layer SQNR
@@ -122,13 +104,13 @@ class Accelerator:
     # ------------------------------------------------------------ hardware
     def fold(self, target_ii: int | None = None, folding: dict | None = None) -> dict:
         """Choose PE/SIMD per layer (cheapest that meets target_ii; `folding` entries are taken as given)."""
-        from qloom.compiler import folding as folding_mod
+        from qloom.hdl import folding as folding_mod
         self.folding = folding_mod.fold(self.graph, target_ii=target_ii, manual=folding)
         return self.folding
 
     def estimate(self) -> dict:
         """Cycles, II, latency and LUT/FF/BRAM/DSP estimates for the current folding."""
-        from qloom.compiler import folding as folding_mod
+        from qloom.hdl import folding as folding_mod
         return folding_mod.estimate(self.graph, self._folding())
 
     def _folding(self):
@@ -146,12 +128,36 @@ class Accelerator:
         from qloom.hdl import emit
         return emit.verilog(self.hardware(), name)
 
-    def save(self, out_dir, x_float=None, x_int=None, name: str = "qloom_top") -> dict:
-        """Write the build dir: accelerator.v, manifest.json and, given inputs, test vectors."""
+    def save(self, out_dir, x_float=None, x_int=None, name: str = "qloom_top"):
+        """Write the build dir atomically (accelerator.v, graph.npz, manifest.json and, given inputs,
+        test vectors); an existing build dir there is replaced whole. Returns the builddir.Manifest
+        (`m.ii_estimate`, or `m["ii_estimate"]` for the JSON view)."""
         from qloom.hdl import emit
         if x_int is None and x_float is not None:
             x_int = self.quantize_input(x_float)
-        return emit.write_build_dir(out_dir, self.graph, self._folding(), x_int, name)
+        spec = self.frontend.io_spec() or {}
+        spec = {**spec, "argmax": self.argmax}
+        return emit.write_build_dir(out_dir, self.graph, self._folding(), x_int, name, frontend=spec)
+
+    @classmethod
+    def load(cls, build_dir) -> "Accelerator":
+        """Reopen a build dir written by save() / `qloom compile`: its graph, folding and the float glue
+        of its inputs and outputs (so reference(), predict(), simulate() and synthesize() work without
+        the source model; fidelity() needs the model)."""
+        from qloom.compiler import builddir
+        from qloom.compiler.frontends.stored import StoredFrontend
+        bd = builddir.open_build_dir(build_dir, need=("accelerator.v", "graph.npz"))
+        graph = ir.load_graph(bd.file("graph.npz"))
+        if graph.hash() != bd.manifest.graph_hash:
+            raise builddir.BuildDirError(f"{bd.path}: graph.npz hashes to {graph.hash()}, the manifest says "
+                                         f"{bd.manifest.graph_hash}")
+        spec = dict(bd.manifest.frontend)
+        acc = cls(Lowered(graph, StoredFrontend(spec, str(bd.path))),
+                  {"argmax": False, "folding": bd.manifest.folding})
+        acc.argmax = bool(spec.get("argmax"))          # the graph already ends in its ArgMax
+        acc.folding = dict(bd.manifest.folding)
+        acc.build_dir = bd.path
+        return acc
 
     def simulate(self, x_int=None, simulator: str = "verilator", *, x_float=None, out_dir=None,
                  frames: int | None = None, stall_prob: float = 0.3, waves: bool = False, seed: int = 0,
@@ -186,8 +192,7 @@ class Accelerator:
         finally:
             if tmp and not waves:
                 shutil.rmtree(out, ignore_errors=True)
-        res["build_dir"] = None if tmp and not waves else str(out)
-        return res
+        return dataclasses.replace(res, build_dir=None if tmp and not waves else str(out))
 
     def synthesize(self, board: str = "icebreaker", out_dir=None, **kw) -> dict:
         """Synthesise, place and route for `board` (icebreaker, ulx3s, generic): qloom.boards.synthesize.
@@ -203,43 +208,75 @@ class Accelerator:
     # ------------------------------------------------------------ graph edits
     def _append_argmax(self):
         g = self.graph
-        if self.output_tail is not None:
-            t = self.output_tail
-            layer = t.layer
-            scales = layer.quant_weight()[1].reshape(-1)
-            same = bool((scales == scales[0]).all()) and (t.sign == 1).all()
-            if t.modules or layer.bias is not None or not same or t.wide or (t.offset != 0).any():
-                raise QuantError(
-                    f"argmax=True: the model ends in '{t.layer_name}' whose float output is not the same "
-                    f"increasing function of the accumulator for every class (it has a bias, batch norm, "
-                    f"per-channel scales or an input zero point), so a hardware argmax over accumulators "
-                    f"could pick another class than torch; end the model with a QuantAct, or drop those")
+        why = self.frontend.argmax_refusal()
+        if why:
+            raise QuantError(f"argmax=True: {why}")
         node = ir.ArgMax("argmax", [g.output], "label")
         g.nodes.append(node)
         g.output = "label"
         g.validate()
 
 
-def compile(model: torch.nn.Module, example_input, *, name: str = "qloom", requantize: bool = False,
+def compile(model, example_input=None, *, name: str | None = None, requantize: bool = False,
             argmax: bool = False, check: bool = True, target_ii: int | None = None,
-            folding: dict | None = None) -> Accelerator:
-    """Lower a model of qloom.nn layers to an Accelerator.
+            folding: dict | None = None, frontend: str | None = None, **options) -> Accelerator:
+    """Lower a quantized model to an Accelerator, picking the front end from what `model` is.
 
+    model: a torch module of qloom.nn layers, a torch model converted by PyTorch's
+        quantization API, or an ONNX model (a .onnx path, onnx.ModelProto or qonnx
+        ModelWrapper) exported by Brevitas/QONNX or quantized by ONNX Runtime.
+        `frontend` forces one ('qloom.nn', 'torch-int8', 'qonnx', 'onnx-int8').
+    example_input: float inputs (batch first, the model's own layout). Needed for
+        torch modules; for ONNX models optional (the importer makes inputs that
+        cover the input codes when none are given).
     requantize: outputs of 5+ bits use a fixed-point Requantize instead of
         2**bits - 1 thresholds; its fidelity is measured (`acc.requantize_fidelity`).
     argmax: append an ArgMax (class label) to the graph.
-    check: verify on `example_input` that the IR equals torch eval (always true for
-        thresholds; a failure is a qloom bug and raises).
+    check: verify that the IR equals the source model on the example input
+        (by construction for thresholds; a failure is a qloom bug and raises).
     target_ii, folding: how to fold the hardware (see Accelerator.fold).
     """
-    example_input = torch.as_tensor(example_input, dtype=torch.float32)
-    lowered = frontend.lower(model, example_input, name=name, requantize=requantize)
-    acc = Accelerator(model, lowered, {"requantize": requantize, "argmax": argmax,
-                                       "target_ii": target_ii, "folding": folding})
+    from qloom.compiler import frontends
+    kind = frontend or frontends.detect(model)
+    if kind == "qloom.nn":
+        if example_input is None:
+            raise QuantError("compile(): a torch model needs example_input (a batch of float inputs)")
+        example_input = torch.as_tensor(example_input, dtype=torch.float32)
+    lowered = frontends.lower(model, example_input, frontend=kind, name=name or "qloom", requantize=requantize,
+                              **options)
+    acc = Accelerator(lowered, {"requantize": requantize, "argmax": argmax,
+                                "target_ii": target_ii, "folding": folding})
     if check:
-        rep = acc.fidelity(example_input)
+        x = example_input if example_input is not None else lowered.frontend.sample_inputs(256, seed=0)
+        rep = acc.fidelity(x)
+        acc.check_fidelity = rep
         if requantize:
             acc.requantize_fidelity = rep
         elif not rep.exact:
-            raise QuantError(f"internal error: the IR differs from torch eval on the example input: {rep}")
+            raise QuantError(f"internal error: the IR differs from the source model ({kind}) on the example "
+                             f"input: {rep}")
     return acc
+
+
+def from_qonnx(model, example_input=None, **kw) -> Accelerator:
+    """Import a QONNX model (a path, onnx.ModelProto or qonnx ModelWrapper; raw Brevitas export or
+    cleaned with qonnx.util.cleanup): see qloom.compile for the options."""
+    return compile(model, example_input, frontend="qonnx", **kw)
+
+
+def from_brevitas(module, example_input, *, export_path=None, **kw) -> Accelerator:
+    """Export a Brevitas module with `brevitas.export.export_qonnx` (see docs/importers.md for the
+    exporter settings) and import the result; `export_path` keeps the .onnx file."""
+    from qloom.compiler.frontends import qonnx_import
+    return compile(qonnx_import.export_brevitas(module, example_input, export_path), example_input,
+                   frontend="qonnx", **kw)
+
+
+def from_torch_quantized(model, example_input, **kw) -> Accelerator:
+    """Import a model converted by PyTorch's quantization API (eager, FX or PT2E)."""
+    return compile(model, example_input, frontend="torch-int8", **kw)
+
+
+def from_onnx(path, example_input=None, **kw) -> Accelerator:
+    """Import an ONNX model: QONNX, or ONNX Runtime QDQ / QOperator (picked from its ops)."""
+    return compile(path, example_input, **kw)

@@ -13,6 +13,11 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+# one word per error class on the message line (docs/errors.md lists the exit codes)
+LABELS = {1: "NOT bit-exact", 2: "error", 3: "does not fit", 4: "tool failure", 70: "internal error",
+          130: "interrupted"}
+
+
 def load_spec(spec: str, allow_float: bool = False):
     """(model, example_input) from a built-in example name or `path/to/file.py:function`.
 
@@ -44,6 +49,30 @@ def load_spec(spec: str, allow_float: bool = False):
                    f"or path/to/file.py:function returning (model, example_input)")
 
 
+def _is_onnx(spec: str) -> bool:
+    return spec.lower().endswith(".onnx")
+
+
+def _load_inputs(path):
+    """--inputs: a .npy of float inputs (batch first, the model's own layout), or None."""
+    if not path:
+        return None
+    import numpy as np
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise CLIError(f"--inputs: file {path} not found")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"--inputs: {path} is not a .npy array ({e})") from None
+    if x.dtype.kind not in "fiub" or x.ndim < 2 or len(x) == 0:
+        raise CLIError(f"--inputs: {path} must hold a non-empty numeric batch (batch first), "
+                       f"got dtype {x.dtype} shape {x.shape}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise CLIError(f"--inputs: {path} holds NaN or infinite values")
+    return x.astype(np.float32)
+
+
 def _progress(msg):
     print(f"[qloom] {msg}", file=sys.stderr, flush=True)
 
@@ -71,13 +100,22 @@ def cmd_compile(args):
             raise CLIError(f"--fold: {args.fold} is not valid JSON: {e}") from e
     t0 = time.time()
     _progress(f"loading {args.spec}")
-    model, x = load_spec(args.spec)
+    if _is_onnx(args.spec):
+        model, x = pathlib.Path(args.spec), _load_inputs(args.inputs)
+        name = model.stem
+    else:
+        if args.inputs:
+            raise CLIError("--inputs is for ONNX models; a spec function returns its own example input")
+        model, x = load_spec(args.spec)
+        name = args.spec.split("/")[-1].split(":")[-1]
+    name = "".join(c if c.isalnum() else "_" for c in name)
     _progress("lowering to the integer IR and checking fidelity")
-    acc = qloom.compile(model, x, name=args.spec.replace("-", "_").split("/")[-1].split(":")[-1],
-                        argmax=args.argmax, target_ii=args.target_ii, folding=folding)
+    acc = qloom.compile(model, x, name=name, argmax=args.argmax, target_ii=args.target_ii, folding=folding)
     if args.board:
         _fold_for_board(acc, args.board, args.target_ii, folding)
     _progress("folding and generating Verilog")
+    if x is None:                      # an ONNX model without --inputs: inputs that cover the input codes
+        x = acc.frontend.sample_inputs(args.frames, seed=0)
     frames = min(args.frames, len(x))
     manifest = acc.save(args.out, x_float=x[:frames])
     _progress(f"wrote {args.out} in {time.time() - t0:.1f} s")
@@ -97,14 +135,8 @@ def cmd_compile(args):
 def cmd_sim(args):
     """Simulate a build dir's Verilog under cocotb; exit 1 (one line on stderr) unless bit-exact."""
     from qloom import sim
-    try:
-        r = sim.simulate(args.dir, simulator=args.simulator, frames=args.frames, stall_prob=args.stall_prob,
-                         waves=args.waves, seed=args.seed, driver=args.driver, progress=_progress)
-    except (sim.BuildDirError, sim.SimulatorNotFound) as e:
-        raise CLIError(str(e)) from None
-    except sim.SimError as e:
-        print(f"qloom sim: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+    r = sim.simulate(args.dir, simulator=args.simulator, frames=args.frames, stall_prob=args.stall_prob,
+                     waves=args.waves, seed=args.seed, driver=args.driver, progress=_progress).to_dict()
     r.pop("outputs", None)
     if args.json:
         print(json.dumps(r, indent=2))
@@ -185,14 +217,8 @@ def _fold_for_board(acc, board, target_ii, folding):
 
 def cmd_synth(args):
     from qloom import boards
-    try:
-        r = boards.synthesize(args.dir, board=args.board, out_dir=args.out, timeout=args.timeout, baud=args.baud,
-                              seed=args.seed, progress=_progress)
-    except boards.DoesNotFit as e:
-        print(f"qloom synth: does not fit: {e}", file=sys.stderr)
-        return 1
-    except boards.SynthError as e:
-        raise CLIError(str(e)) from None
+    r = boards.synthesize(args.dir, board=args.board, out_dir=args.out, timeout=args.timeout, baud=args.baud,
+                          seed=args.seed, progress=_progress)
     if args.json:
         print(json.dumps(r, indent=2, default=str))
     else:
@@ -201,8 +227,10 @@ def cmd_synth(args):
 
 
 def make_parser():
+    from qloom import __version__
     ap = argparse.ArgumentParser(prog="qloom", description=(
         "qloom: quantized PyTorch networks to bit-exact streaming FPGA accelerators (Amaranth, open tools)."))
+    ap.add_argument("--version", action="version", version=f"qloom {__version__}")
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
     p = sub.add_parser("examples", help="list the built-in example networks")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -210,9 +238,13 @@ def make_parser():
     p = sub.add_parser("compile", help="compile a network into a build dir (Verilog, manifest, vectors)",
                        description="Lower SPEC to the integer IR, fold it, and write accelerator.v, "
                                    "manifest.json and test vectors into --out.")
-    p.add_argument("spec", help="built-in example name (see `qloom examples`) or path/to/file.py:function "
-                                "returning (model, example_input)")
+    p.add_argument("spec", help="built-in example name (see `qloom examples`), path/to/file.py:function "
+                                "returning (model, example_input) (the file is executed: trust it like any "
+                                "script), or a quantized ONNX model (QONNX/Brevitas, ONNX Runtime QDQ/QOperator)")
     p.add_argument("--out", required=True, help="build directory to write")
+    p.add_argument("--inputs", default=None, help="ONNX models: a .npy of float inputs (batch first) for the "
+                                                   "fidelity check and the test vectors (default: inputs that "
+                                                   "cover the input codes)")
     p.add_argument("--target-ii", type=int, default=None,
                    help="target initiation interval in cycles per frame (default: fully folded)")
     p.add_argument("--fold", default=None, help='JSON file {"layer": {"pe": P, "simd": S}} of manual foldings')
@@ -276,7 +308,8 @@ def make_parser():
     p.add_argument("dir", help="build dir written by `qloom compile`")
     p.add_argument("--board", choices=["icebreaker", "ulx3s", "generic"], default="icebreaker")
     p.add_argument("--out", default=None, help="where the tools run (default DIR/synth-BOARD)")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds for the whole tool flow (default 1800; CNV on the ULX3S needs ~15 min)")
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="seconds for the whole tool flow (default 1800; CNV on the ULX3S needs ~15 min)")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate of the board top (default 115200)")
     p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed")
     p.add_argument("--json", action="store_true", help="machine-readable result")
@@ -284,23 +317,43 @@ def make_parser():
     return ap
 
 
+def _first_line(e) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def main(argv=None):
+    """Run the CLI; returns the exit status: 0 ok, 1 not bit-exact, 2 bad input, 3 does not fit,
+    4 tool failure, 70 internal error, 130 interrupted (docs/errors.md). One line on stderr per error;
+    QLOOM_DEBUG=1 shows the traceback."""
+    import os
+
+    from qloom.compiler.errors import QloomError
     ap = make_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "fn", None):
         ap.print_help()
         return 0
+    debug = bool(os.environ.get("QLOOM_DEBUG"))
     try:
         rc = args.fn(args)
+    except KeyboardInterrupt:
+        print(f"qloom {args.cmd}: interrupted", file=sys.stderr)
+        return 130
     except CLIError as e:
-        print(f"qloom {args.cmd}: error: {e}", file=sys.stderr)
+        print(f"qloom {args.cmd}: error: {_first_line(e)}", file=sys.stderr)
         return 2
-    except Exception as e:  # noqa: BLE001 - the user gets one line; QLOOM_DEBUG=1 shows the traceback
-        import os
-        if os.environ.get("QLOOM_DEBUG"):
+    except QloomError as e:
+        if debug:
             raise
-        print(f"qloom {args.cmd}: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        print(f"qloom {args.cmd}: {LABELS.get(e.exit_code, 'error')}: {_first_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - a qloom bug: one line, its own exit status
+        if debug:
+            raise
+        print(f"qloom {args.cmd}: internal error: {type(e).__name__}: {_first_line(e)} "
+              f"(a qloom bug: rerun with QLOOM_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 70
     return rc if isinstance(rc, int) else 0
 
 

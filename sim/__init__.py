@@ -2,15 +2,17 @@
 
     from qloom.sim import simulate
     r = simulate("build/tfc", simulator="verilator", stall_prob=0.3)
-    assert r["bit_exact"], r["verdict"]
+    assert r.bit_exact, r.verdict
 
-See sim/run.py (host side: builds, caching, the runner), sim/harness.py (the
+See sim/run.py (host side), sim/service.py (the cached build-and-run service,
+shared with the UART board simulation), sim/harness.py (the
 Amaranth harness for fast runs) and sim/tb/ (the cocotb testbench: model,
 driver/monitor, checker). Importing this package imports neither amaranth nor
 cocotb; they load when a simulation needs them.
 """
-from .run import (BuildDirError, DRIVERS, SIMULATORS, SimError, SimulatorNotFound, available,  # noqa: F401
-                  check_simulator, load_build_dir, simulate)
+from .errors import BuildDirError, SimError, SimulatorNotFound  # noqa: F401
+from .run import DRIVERS, SimResult, load_build_dir, simulate  # noqa: F401
+from .service import SIMULATORS, available, check_simulator  # noqa: F401
 
-__all__ = ["simulate", "available", "check_simulator", "load_build_dir", "SimError", "BuildDirError",
+__all__ = ["simulate", "SimResult", "available", "check_simulator", "load_build_dir", "SimError", "BuildDirError",
            "SimulatorNotFound", "SIMULATORS", "DRIVERS"]

@@ -19,6 +19,8 @@ import pathlib
 import re
 import shutil
 
+from qloom.compiler import builddir
+
 _MODULE = re.compile(r"^module\s+(\\?\S+)\s*\(", re.M)
 _INIT = re.compile(r"^(\s+)(\w+)\[(\d+)\] = (\d+)'([hdb])([0-9a-fA-F_xXzZ]+);$", re.M)
 
@@ -77,4 +79,5 @@ def plant_fault(build_dir, out_dir, **where) -> dict:
     text, info = flip_rom_bit((dst / "accelerator.v").read_text(), **where)
     (dst / "accelerator.v").write_text(text)
     (dst / "FAULT.txt").write_text(f"planted fault: {info}\n")
+    builddir.rehash(dst, f"planted fault: {info}")
     return info

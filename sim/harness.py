@@ -35,10 +35,11 @@ from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from qloom.compiler import builddir
+
 COUNTER_BITS = 32
 HARNESS_TOP = "qloom_harness"
 MEMORIES = ("in_mem", "out_mem", "in_stamp", "out_stamp")
-TIMESCALE = "`timescale 1ns/1ps\n"
 
 
 def _xorshift32(m, state: Signal):
@@ -87,7 +88,8 @@ class Harness(wiring.Component):
         wr_out, wr_is, wr_os = out_mem.write_port(), in_stamp.write_port(), out_stamp.write_port()
 
         i_payload, i_valid, i_ready = Signal(self.win, name="i_payload"), Signal(name="i_valid"), Signal(name="i_ready")
-        o_payload, o_valid, o_ready = Signal(self.wout, name="o_payload"), Signal(name="o_valid"), Signal(name="o_ready")
+        o_payload = Signal(self.wout, name="o_payload")
+        o_valid, o_ready = Signal(name="o_valid"), Signal(name="o_ready")
         pin, pout = self.pin, self.pout
         if self.dut is None:
             m.submodules.dut = Instance(
@@ -176,18 +178,13 @@ def verilog(top: str, ports: dict, frames_cap: int) -> str:
     cocotb writes every input word it uses, the captures are written by the design,
     and megabits of init only slow Yosys and the simulator builds.
     """
-    from amaranth._toolchain.yosys import find_yosys   # as qloom.hdl.emit does
     from amaranth.back import rtlil
+
+    from qloom.hdl import emit
     il = rtlil.convert(Harness(top, ports, frames_cap), name=HARNESS_TOP, emit_src=False)
     il, n = _MEMINIT.subn("\n", il)
     assert n == len(MEMORIES), f"expected {len(MEMORIES)} memory init cells in the harness RTLIL, found {n}"
-    script = f"read_rtlil <<rtlil\n{il}\nrtlil\nproc\nopt_clean\nwrite_verilog -norename -noattr\n"
-    return TIMESCALE + find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], script)
-
-
-def seeds(seed: int, batch: int) -> tuple[int, int]:
-    """The LFSR seeds of one run (batch) for a user seed; the cocotb testbench uses the same."""
-    return ((seed * 2654435761 + 2 * batch + 1) & 0xFFFFFFFF, (seed * 2246822519 + 2 * batch + 2) & 0xFFFFFFFF)
+    return emit.rtlil_to_verilog(il)
 
 
 def run_amaranth(dut, ports: dict, beats: list[int], n_frames: int, stall_prob: float = 0.3, seed: int = 0,
@@ -205,7 +202,7 @@ def run_amaranth(dut, ports: dict, beats: list[int], n_frames: int, stall_prob: 
 
     async def bench(ctx):
         thr = min(int(round(stall_prob * 65536)), 65535)
-        s_in, s_out = seeds(seed, 0)
+        s_in, s_out = builddir.stimulus_seeds(seed, 0)
         for sig, v in ((h.thr_in, thr), (h.thr_out, thr), (h.seed_in, s_in), (h.seed_out, s_out),
                        (h.drain, drain), (h.n_frames, n_frames)):
             ctx.set(sig, v)

@@ -1,7 +1,8 @@
+# amaranth: UnusedElaboratable=no
 """Whole-accelerator simulation in amaranth.sim, for the hardware tests."""
 import numpy as np
 
-from qloom.compiler import folding as folding_mod
+from qloom.hdl import folding as folding_mod
 from qloom.compiler import reference
 from qloom.hdl import streams
 from qloom.hdl.accelerator import DataflowAccelerator
@@ -23,7 +24,7 @@ def simulate(graph, folding, x_int, stall_in=0.3, stall_out=0.3, seed=0, beat_ti
 
 def measured_ii(graph, folding, x_int):
     """Cycles between consecutive output frames in steady state, with no stalls."""
-    dut_out_n = folding_mod.plan(graph, folding)[-1]["out_n"]
+    dut_out_n = folding_mod.plan(graph, folding).out_n
     times = []
     simulate(graph, folding, x_int, stall_in=0.0, stall_out=0.0, beat_times=times)
     per_frame = int(np.prod(graph.validate()[graph.output].shape)) // dut_out_n

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """amaranth.sim testbenches shared by the component tests: handshake timing, reset mid-frame, per-cycle driving."""
 import random
 

@@ -1,9 +1,10 @@
+# amaranth: UnusedElaboratable=no
 """Whole accelerators in amaranth.sim: bit-exact with the reference under random stalls; II as estimated."""
 import numpy as np
 import pytest
 
 import qloom
-from qloom.compiler import folding as folding_mod
+from qloom.hdl import folding as folding_mod
 from qloom.examples import tfc
 
 from hw import measured_ii, simulate

@@ -1,10 +1,11 @@
+# amaranth: UnusedElaboratable=no
 """CNN accelerators in amaranth.sim: sliding windows + MVU, pooling; bit-exact with stalls, II as estimated."""
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import qloom
-from qloom.compiler import folding as folding_mod
+from qloom.hdl import folding as folding_mod
 
 from cnns import random_cnn
 from hw import measured_ii, simulate

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """qloom.boards: board tops (elaborated to RTLIL, no tools), the UART link in cocotb (Verilator)
 with the host driver `Link` talking through the simulated serial line, folding for a board,
 and (slow) real synthesis with the YoWASP tools: a small MLP to an iCEBreaker bitstream,
@@ -88,12 +89,12 @@ class Loopback(io.RawIOBase):
 
     def write(self, b):
         self.rx += b
-        n = 1 + self.inp.nbytes * self.inp.beats
+        n = 1 + self.inp.nbytes * self.inp.beats_per_frame
         while len(self.rx) >= n:
             assert self.rx[0] == SYNC_IN
-            frame = self.inp.decode(bytes(self.rx[1:n]))
+            frame = self.inp.from_bytes(bytes(self.rx[1:n]))
             del self.rx[:n]
-            self.tx += bytes([SYNC_OUT]) + self.out.encode(self.fn(frame))
+            self.tx += bytes([SYNC_OUT]) + self.out.to_bytes(self.fn(frame))
         return len(b)
 
     def read(self, n):
@@ -112,7 +113,8 @@ def test_link_loopback(mlp):
     got = link.infer(x)
     assert (got == np.load(d / "outputs.npy")).all()
     assert link.skipped == 2
-    assert link.encode(x[0])[0] == SYNC_IN and len(link.encode(x[0])) == 1 + link.input.nbytes * link.input.beats
+    assert link.encode(x[0])[0] == SYNC_IN
+    assert len(link.encode(x[0])) == 1 + link.input.nbytes * link.input.beats_per_frame
     with pytest.raises(LinkError, match="timed out"):
         link.recv()                                # nothing more to read
     with pytest.raises(ValueError):
@@ -142,7 +144,7 @@ def test_fastest_fit_and_compile_board(mlp, tmp_path, capsys):
     ii, f, est = boards.fastest_fit(acc.graph, "icebreaker")
     assert not boards.fits(est, "icebreaker")
     if ii > 1:                                          # one step faster overflows
-        from qloom.compiler import folding as folding_mod
+        from qloom.hdl import folding as folding_mod
         faster = folding_mod.fold(acc.graph, target_ii=ii - 1)
         assert faster == f or boards.fits(boards.estimate_for(acc.graph, faster, "icebreaker"), "icebreaker")
     big = boards.fastest_fit(acc.graph, "ulx3s")
@@ -167,7 +169,7 @@ def test_synth_errors_without_running_tools(tmp_path):
 # ---------------------------------------------------------------- real tools (slow)
 
 def _tools():
-    env = boards.synth.tool_env()
+    env = boards.flow.tool_env()
     return not env["_QLOOM_MISSING"]
 
 
@@ -211,9 +213,9 @@ def test_synth_generic_stats(small, capsys):
 @pytest.mark.slow
 @needs_tools
 def test_synth_does_not_fit(mlp, capsys):
-    """The II-64 MLP overflows the UP5K's LCs: exit 1, the resource, the overflow and a folding."""
+    """The II-64 MLP overflows the UP5K's LCs: exit 3 (does not fit), the resource, the overflow and a folding."""
     d, acc, manifest = mlp
-    assert cli(["synth", str(d), "--board", "icebreaker"]) == 1
+    assert cli(["synth", str(d), "--board", "icebreaker"]) == 3
     err = capsys.readouterr().err
     assert "does not fit" in err and "ICESTORM_LC" in err and "over)" in err and "--target-ii" in err
 
@@ -224,13 +226,13 @@ def test_synth_retries_without_abc(small, tmp_path, monkeypatch):
     """YoWASP's synth_ice40 can exit 1 inside ABC: the flow reruns Yosys with -noabc and says so.
     A wrapper Yosys that fails unless the script has -noabc stands in for the crash."""
     d, acc = small
-    real = boards.synth.tool_env()["YOSYS"]
+    real = boards.flow.tool_env()["YOSYS"]
     fake = tmp_path / "bin" / "fake-yosys"
     fake.parent.mkdir()
     fake.write_text(f'#!/bin/sh\ngrep -q -- "-noabc" top.ys || {{ echo "ERROR: ABC: execution of command failed"; '
                     f'exit 1; }}\nexec "{real}" "$@"\n')
     fake.chmod(0o755)
-    monkeypatch.setitem(boards.synth.TOOLS, "YOSYS", str(fake))
+    monkeypatch.setitem(boards.targets.TOOLS, "YOSYS", str(fake))
     r = boards.synthesize(d, board="icebreaker", out_dir=tmp_path / "s", timeout=900)
     assert any("-noabc" in n for n in r["notes"]), r["notes"]
     assert "-noabc" in (tmp_path / "s" / "top.ys").read_text()

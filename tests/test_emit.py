@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Build dir, Verilog and the `qloom compile` CLI."""
 import json
 import pathlib
@@ -57,7 +58,8 @@ def test_compile_errors_are_one_line(tmp_path, capsys):
     assert err[-1].startswith("qloom compile: error: unknown spec 'no-such-net'")
     fold = tmp_path / "f.json"
     fold.write_text('{"1": {"pe": 3, "simd": 1}}')
-    assert cli_main(["compile", "tfc-w1a1", "--out", str(tmp_path / "x"), "--fold", str(fold)]) == 1
+    # a folding that does not divide is bad input: exit status 2 (docs/errors.md)
+    assert cli_main(["compile", "tfc-w1a1", "--out", str(tmp_path / "x"), "--fold", str(fold)]) == 2
     assert "PE=3 does not divide its 64 outputs; valid PE: [1, 2, 4, 8, 16, 32, 64]" in capsys.readouterr().err
     assert cli_main(["compile", "tfc-w1a1", "--out", str(tmp_path / "x"), "--fold", str(tmp_path / "nope.json")]) == 2
     assert "--fold: file" in capsys.readouterr().err

@@ -1,7 +1,9 @@
+# amaranth: UnusedElaboratable=no
 import numpy as np
 import pytest
 
-from qloom.compiler import folding, ir
+from qloom.compiler import ir
+from qloom.hdl import folding
 
 
 def mlp(widths=(64, 32, 16, 10), wtype=ir.Int(2, True), act=ir.Int(2, False)):
@@ -55,7 +57,7 @@ def test_manual_folding_checked():
 def test_plan_inserts_width_converters_and_fifos():
     g = mlp()
     f = {"fc0": {"pe": 4, "simd": 8}, "fc1": {"pe": 2, "simd": 2}, "fc2": {"pe": 5, "simd": 16}}
-    kinds = [(s["kind"], s["in_n"], s["out_n"]) for s in folding.plan(g, f)]
+    kinds = [(s.kind, s.in_n, s.out_n) for s in folding.plan(g, f)]
     assert kinds == [("fifo", 8, 8), ("mvu", 8, 4), ("threshold", 4, 4), ("width", 4, 2), ("fifo", 2, 2),
                      ("mvu", 2, 2), ("threshold", 2, 2), ("width", 2, 16), ("fifo", 16, 16), ("mvu", 16, 5)]
     est = folding.estimate(g, f)

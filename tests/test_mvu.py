@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """MatrixVectorUnit against the reference Dense op, in amaranth.sim with random stalls."""
 import re
 

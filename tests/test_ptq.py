@@ -6,7 +6,7 @@ from torch import nn
 
 import qloom
 from qloom import nn as qnn
-from qloom.compiler import folding as folding_mod
+from qloom.hdl import folding as folding_mod
 from qloom.compiler import ptq
 from qloom.compiler.nn import QuantError
 from qloom.examples import digits
@@ -194,7 +194,7 @@ def test_sensitivity_and_allocation(float_mlp, data):
     al = qloom.allocate_bits(float_mlp, xtr[:300], ev, budget=0.01, candidates=(8, 4, 3, 2), uniform=(4, 2))
     assert al.value >= al.float_value - 0.01 - 1e-12
     assert al.total_weight_bits <= al.uniform[4][1] or al.uniform[4][0] < al.target
-    assert al.total_weight_bits == sum(al.n_weights[k] * ptq._bits_num(b) for k, b in al.weight_bits.items())
+    assert al.total_weight_bits == sum(al.n_weights[k] * ptq.metrics._bits_num(b) for k, b in al.weight_bits.items())
     assert ptq.accuracy(al.model, *ev) == pytest.approx(al.value)
     assert "allocated" in str(al)
     assert_exact(al.model, xtr[:100], xte)

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """qloom.sim: cocotb on Verilator and Icarus, bit-exact against the reference, both drivers.
 
 Verilator builds take 10-40 s each, so builds are shared: every test goes through
@@ -14,11 +15,11 @@ import pytest
 
 import qloom
 from qloom.cli import main as cli
-from qloom.compiler import folding as folding_mod
+from qloom.hdl import folding as folding_mod
 from qloom.compiler import ir, reference
 from qloom.examples import tfc
 from qloom.hdl import emit, streams
-from qloom.sim import available, faults, run, simulate
+from qloom.sim import available, faults, run, service, simulate
 
 ICARUS, ICARUS_WHY = available("icarus")
 VERILATOR, VERILATOR_WHY = available("verilator")
@@ -72,14 +73,15 @@ def dense(tmp_path_factory):
     # lane l at bits [2l+1:2l] (int2). Pick a zero weight and set its low bit: 0 -> +1.
     sf_n = 16 // simd
     text = (good / "accelerator.v").read_text()
-    rom = {wd["address"]: wd["value"] for wd in faults.rom_words(text) if wd["memory"] == "rom0" and "mvu" in wd["module"]}
+    rom = {wd["address"]: wd["value"] for wd in faults.rom_words(text)
+           if wd["memory"] == "rom0" and "mvu" in wd["module"]}
     for addr in range(len(rom)):
         nf, sf = divmod(addr, sf_n)
-        lanes = [(rom[addr] >> (2 * l)) & 3 for l in range(simd)]
+        lanes = [(rom[addr] >> (2 * k)) & 3 for k in range(simd)]
         want = [int(v) & 3 for v in w[nf * pe, sf * simd:(sf + 1) * simd]]
         assert lanes == want, f"ROM layout assumption broken at rom0[{addr}]: {lanes} != {want}"
-    addr, lane = next((a, l) for a in range(len(rom)) for l in range(simd)
-                      if w[(a // sf_n) * pe, (a % sf_n) * simd + l] == 0)
+    addr, lane = next((a, k) for a in range(len(rom)) for k in range(simd)
+                      if w[(a // sf_n) * pe, (a % sf_n) * simd + k] == 0)
     bad = tmp_path_factory.mktemp("dense") / "fault"
     info = faults.plant_fault(good, bad, module="mvu", memory="rom0", address=addr, bit=2 * lane)
     n, k = (addr // sf_n) * pe, (addr % sf_n) * simd + lane
@@ -253,12 +255,12 @@ def test_cli_sim_incomplete_build_dir(tmp_path, capsys):
 
 
 def test_cli_sim_simulator_missing(dense, monkeypatch, capsys):
-    real = run.shutil.which
-    monkeypatch.setattr(run.shutil, "which", lambda name, *a, **k: None if name in ("iverilog", "vvp") else
+    real = service.shutil.which
+    monkeypatch.setattr(service.shutil, "which", lambda name, *a, **k: None if name in ("iverilog", "vvp") else
                         real(name, *a, **k))
     assert cli(["sim", str(dense[0]), "--simulator", "icarus"]) == 2
     assert "iverilog not found" in capsys.readouterr().err
-    monkeypatch.setattr(run, "_verilator_bin", lambda: None)
+    monkeypatch.setattr(service, "verilator_bin", lambda: None)
     assert cli(["sim", str(dense[0]), "--simulator", "verilator"]) == 2
     assert "verilator is not installed" in capsys.readouterr().err
 
@@ -274,12 +276,17 @@ def test_tb_model_packing_matches_hdl_streams():
     rng = np.random.default_rng(3)
     for dtype, n in [(ir.Int(4, False), 8), (ir.Int(5, True), 3), (ir.Bipolar, 64), (ir.Int(8, True), 40),
                      (ir.Int(2, True), 1)]:
-        p = Port(emit.port_info("o", dtype, n, (n * 3,)))
+        p = Port.for_stream("o", dtype, n, (n * 3,))
         vals = rng.integers(dtype.min, dtype.max + 1, (2, n * 3))
         if isinstance(dtype, ir.BipolarType):
             vals = np.where(vals > 0, 1, -1)
         words = p.pack(vals)
         assert words == streams.to_beats(dtype, vals.reshape(-1), n)
+        # and both equal a plain element-by-element packing (element 0 in the LSBs; bipolar +1 -> 1)
+        flat = vals.reshape(-1, n)
+        naive = [sum(((1 if v > 0 else 0) if dtype is ir.Bipolar else int(v) & ((1 << dtype.bits) - 1))
+                     << (i * dtype.bits) for i, v in enumerate(beat)) for beat in flat]
+        assert words == naive
         assert np.array_equal(p.unpack(words).reshape(vals.shape), vals)
 
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """SumPool against reference._sumpool under random valid/ready stalls."""
 import pytest
 from amaranth.back import verilog

@@ -2,8 +2,7 @@
 
 Run by qloom.boards.sim (cocotb_tools.runner), config in QLOOM_UART_CONFIG. A
 serial-line model drives `rx` and decodes `tx` bit by bit (8N1, `divisor`
-cycles per bit); the host driver `Link` (boards/link.py, loaded by file path:
-numpy and the standard library only) runs in a thread through cocotb's bridge
+cycles per bit); the host driver `Link` (boards/link.py) runs in a thread through cocotb's bridge
 and talks to that line as if it were a serial port. Optionally a partial frame
 is sent first and abandoned, to check that the idle timeout drops it. Every
 result element is compared with the build dir's outputs.npy.
@@ -11,7 +10,6 @@ result element is compared with the build dir's outputs.npy.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import os
 import time
@@ -27,12 +25,8 @@ try:
 except ImportError:  # pragma: no cover - older spelling
     from cocotb._bridge import bridge, resume
 
-
-def _load_link(path):
-    spec = importlib.util.spec_from_file_location("qloom_board_link", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from qloom.boards.link import Link
+from qloom.compiler.builddir import open_build_dir
 
 
 class SimLine:
@@ -91,13 +85,10 @@ class SimLine:
 async def uart_link(dut):
     with open(os.environ["QLOOM_UART_CONFIG"]) as f:
         cfg = json.load(f)
-    link_mod = _load_link(cfg["link_py"])
-    manifest = json.load(open(os.path.join(cfg["build_dir"], "manifest.json")))
-    x = np.load(os.path.join(cfg["build_dir"], "inputs.npy"))
-    want = np.load(os.path.join(cfg["build_dir"], "outputs.npy"))
+    bd = open_build_dir(cfg["build_dir"], vectors=True)
+    manifest = bd.manifest
     n = cfg["frames"]
-    idx = np.arange(n) % len(x)
-    x, want = x[idx], want[idx]
+    x, want = bd.frames(n)
 
     div = cfg["divisor"]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
@@ -112,14 +103,14 @@ async def uart_link(dut):
     t0 = time.perf_counter()
 
     if cfg.get("partial_first"):
-        link = link_mod.Link(line, manifest)
+        link = Link(line, manifest)
         half = link.encode(x[0])[: max(2, len(link.encode(x[0])) // 2)]
         line.write(half)
         while line.to_dut:
             await ClockCycles(dut.clk, div * 10)
         await ClockCycles(dut.clk, cfg["idle_timeout"] + 20 * div)
 
-    link = link_mod.Link(line, manifest, window=cfg["window"])
+    link = Link(line, manifest, window=cfg["window"])
     got = await bridge(link.infer)(x)
     await ClockCycles(dut.clk, 20 * div)
     got = np.asarray(got).reshape(want.shape)

@@ -34,7 +34,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
 from qloom_tb_check import Scoreboard, write_results
-from qloom_tb_model import BuildDir
+from qloom_tb_model import BuildDir, stimulus_seeds
 
 PERIOD_NS = 10
 
@@ -223,9 +223,7 @@ async def harness(dut):
         for i, w in enumerate(bd.inp.pack(x[start:start + nb])):
             in_mem[i].value = w
         dut.n_frames.value = nb
-        # the same seeds as sim/harness.py seeds() (not imported: it imports amaranth)
-        dut.seed_in.value = (seed * 2654435761 + 2 * b + 1) & 0xFFFFFFFF
-        dut.seed_out.value = (seed * 2246822519 + 2 * b + 2) & 0xFFFFFFFF
+        dut.seed_in.value, dut.seed_out.value = stimulus_seeds(seed, b)
         dut.rst.value = 1
         await ClockCycles(dut.clk, 2)
         dut.rst.value = 0

@@ -20,13 +20,13 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from . import ir
-from .nn import (BinaryAct, PoolTail, QuantAct, QuantConv2d, QuantError, QuantInput, QuantLinear,
-                 pool_geometry)
+from .. import ir
+from ..nn import (BATCH_NORMS, DROPOUTS, QUANT_LAYERS, BinaryAct, PoolTail, QTensor, QuantAct, QuantConv2d,
+                  QuantInput, QuantLinear, capture, pool_geometry)
+from .base import Frontend, Lowered, QuantError, SourceOutput, channel_bounds, threshold_node
 
-QUANT_LAYERS = (QuantLinear, QuantConv2d)
-TAIL_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.ReLU)
-PASS_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
+TAIL_MODULES = BATCH_NORMS + DROPOUTS + (nn.ReLU,)
+PASS_MODULES = DROPOUTS
 SUPPORTED = ("QuantInput", "QuantLinear", "QuantConv2d", "QuantAct", "BinaryAct", "nn.BatchNorm1d",
              "nn.BatchNorm2d", "nn.MaxPool2d", "nn.AvgPool2d", "nn.AdaptiveAvgPool2d(1)", "nn.Flatten",
              "nn.Dropout", "nn.Identity", "nn.ReLU (between a quantized layer and its activation quantizer)")
@@ -46,8 +46,7 @@ class Tail:
     in_scale: torch.Tensor
     wide: bool
     modules: list = field(default_factory=list)
-    sign: np.ndarray | None = None      # per channel: +1, or -1 where the IR negated the weights
-    offset: np.ndarray | None = None    # torch acc = sign * IR acc + offset (input zero point)
+    offset: np.ndarray | None = None    # torch acc = IR acc + offset (the input zero point's share)
     in_type: ir.TensorType | None = None
     spatial: bool = False               # the torch tail runs on NCHW maps
 
@@ -59,72 +58,24 @@ class Tail:
         if self.spatial:
             a = a[:, :, None, None]
         with torch.no_grad():
-            y = self.layer.acc_to_float(self.torch_acc_nd(a), self.in_scale, self.wide)
+            y = self.layer.acc_to_float(self.torch_acc(a), self.in_scale, self.wide)
             for m in self.modules:
                 y = m(y)
         return y.reshape(shape)
 
-    def torch_acc_nd(self, a):
-        ext = (1,) * (a.dim() - 2)
-        return a * torch.as_tensor(self.sign).reshape(1, -1, *ext) + torch.as_tensor(self.offset).reshape(1, -1, *ext)
-
-
-def _derive_thresholds(code_fn, lo, hi, n):
-    """T[c, k] = least a in [lo_c, hi_c] with code_fn(a)[c] >= k + 1, else hi_c + 1.
-
-    code_fn maps an int64 (M, C) matrix of accumulators to counts 0..n; it must be
-    non-decreasing in each column. All (k, c) are searched at once.
-    """
-    c = lo.shape[0]
-    target = np.arange(1, n + 1)[:, None]
-    L = np.broadcast_to(lo, (n, c)).copy()
-    H = np.broadcast_to(hi + 1, (n, c)).copy()
-    while (L < H).any():
-        mid = (L + H) // 2
-        pred = code_fn(mid) >= target
-        active = L < H
-        H = np.where(active & pred, mid, H)
-        L = np.where(active & ~pred, mid + 1, L)
-    return L.T.copy()
-
-
-def _channel_bounds(node, in_type):
-    if isinstance(node, ir.SumPool):
-        n = node.kernel[0] * node.kernel[1]
-        c = in_type.shape[-1]
-        return np.full(c, n * in_type.dtype.min), np.full(c, n * in_type.dtype.max)
-    return node.acc_bounds(in_type.dtype)
+    def torch_acc(self, a):
+        return a + torch.as_tensor(self.offset).reshape(1, -1, *(1,) * (a.dim() - 2))
 
 
 def _lower_quantizer(name, acc_tensor, layer_node, tail: Tail, act, options):
-    """Thresholds (or a Requantize) for the tail ending in quantizer `act`; fixes row signs."""
-    bipolar_out = act.qtype is ir.Bipolar
-    base = -1 if bipolar_out else act.qtype.min
-    n = 1 if bipolar_out else act.qtype.max - act.qtype.min
-
-    def counts(acc_ir):
-        code = act.codes(tail.float_out(acc_ir)).numpy()
-        return (code + 1) // 2 if bipolar_out else code - base
-
-    lo, hi = _channel_bounds(layer_node, tail.in_type)
-    ends = counts(np.stack([lo, hi]))
-    neg = ends[1] < ends[0]
-    if neg.any():
-        # decreasing channels: negate their weights so the IR accumulator runs the other way
-        if isinstance(layer_node, ir.SumPool):
-            raise QuantError(f"'{name}': the float tail after average pooling '{tail.layer_name}' decreases "
-                             f"in channels {np.flatnonzero(neg)[:8].tolist()} (negative scale or batch-norm "
-                             f"gamma); pooled sums cannot be negated, so this is not supported")
-        tail.sign = np.where(neg, -1, 1)
-        w = layer_node.weight
-        layer_node.weight = w * tail.sign.reshape((-1,) + (1,) * (w.ndim - 1))
-        if isinstance(layer_node.wtype, ir.Int) and not ir.values_in(layer_node.wtype, layer_node.weight).all():
-            layer_node.wtype = ir.Int(layer_node.wtype.bits + 1, True)    # -(-2**(b-1)) needs one more bit
-        lo, hi = _channel_bounds(layer_node, tail.in_type)
-    if options.get("requantize") and not bipolar_out and act.qtype.bits >= 5:
+    """Thresholds (or a Requantize) for the tail ending in quantizer `act` (may negate weight rows)."""
+    if options.get("requantize") and act.qtype is not ir.Bipolar and act.qtype.bits >= 5:
+        lo, hi = channel_bounds(layer_node, tail.in_type)
         return _requantize_node(name, acc_tensor, tail, act, lo, hi)
-    t = _derive_thresholds(counts, lo, hi, n)
-    return ir.MultiThreshold(name, [acc_tensor], name + ":out", thresholds=t, out_type=act.qtype, base=base)
+    node, _ = threshold_node(name, acc_tensor, layer_node, tail.in_type,
+                                     lambda acc: act.codes(tail.float_out(acc)).numpy(), act.qtype,
+                                     what=f"'{name}' (after '{tail.layer_name}')")
+    return node
 
 
 def _requantize_node(name, acc_tensor, tail: Tail, act: QuantAct, lo, hi, mult_bits=16):
@@ -137,8 +88,7 @@ def _requantize_node(name, acc_tensor, tail: Tail, act: QuantAct, lo, hi, mult_b
                          f"use thresholds (requantize=False)")
     kept = [m for m in tail.modules if not isinstance(m, nn.ReLU)]
     probe = np.array([0, 1 << 12])
-    lin = Tail(tail.layer, tail.layer_name, tail.in_scale, True, kept, tail.sign, tail.offset, tail.in_type,
-               tail.spatial)
+    lin = Tail(tail.layer, tail.layer_name, tail.in_scale, True, kept, tail.offset, tail.in_type, tail.spatial)
     v = lin.float_out(np.repeat(probe[:, None], len(lo), axis=1)).to(torch.float64).numpy() / float(act.scale())
     A = (v[1] - v[0]) / probe[1]
     B = v[0]
@@ -155,29 +105,20 @@ def _module_desc(path, m):
 
 
 def _capture_inputs(model, example_input):
-    """Run the model once in eval mode; record the input of every quantized layer and pool."""
-    seen = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, p=p: seen.__setitem__(p, args[0]))
-             for p, m in model.named_modules()
-             if isinstance(m, QUANT_LAYERS + (nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
-    for p, m in model.named_modules():
-        m._qloom_name = p
+    """Run the model once in eval mode; record the input of every quantized layer and pool.
+    A QuantError from qloom.nn's own checks gets the path of the module that raised it."""
+    current = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, p=p: current.append(p))
+             for p, m in model.named_modules() if p]
     try:
-        with torch.no_grad():
-            out = model(example_input)
+        seen, out = capture(model, example_input, QUANT_LAYERS + (nn.AvgPool2d, nn.AdaptiveAvgPool2d))
+    except QuantError as e:
+        where = f" in module '{current[-1]}'" if current else ""
+        raise QuantError(f"running the model on the example input failed{where}: {e}") from None
     finally:
         for h in hooks:
             h.remove()
-    return seen, out
-
-
-@dataclass
-class Lowered:
-    graph: ir.Graph
-    input_quant: QuantInput
-    output_tail: Tail | None      # set when the model ends in a float tail, not a quantizer
-    output_quant: nn.Module | None
-    channels_last_input: bool     # the torch input is NCHW; the IR's is (H, W, C)
+    return {p: v[0] for p, v in seen.items()}, out
 
 
 class _Lowering:
@@ -205,10 +146,9 @@ class _Lowering:
         in_type = self.cur_type
         self.layer_node = node
         self.add(node)
-        c = self.cur_type.shape[-1]
         self.tail = Tail(layer, name, x.scale, layer.acc_is_wide(x.qtype, x.zero_point)
                          if hasattr(layer, "acc_is_wide") else True,
-                         sign=np.ones(c, np.int64), offset=-x.zero_point * wq_rowsum, in_type=in_type,
+                         offset=-x.zero_point * wq_rowsum, in_type=in_type,
                          spatial=spatial)
         self.state = "acc"
 
@@ -331,6 +271,115 @@ class _Lowering:
             raise QuantError("the model has no QuantInput; start the model with qloom.nn.QuantInput")
 
 
+class TorchNN(Frontend):
+    """The float side of a qloom.nn model: its QuantInput, its float output tail (if any), its eval forward."""
+    kind = "qloom.nn"
+
+    def __init__(self, model, input_quant: QuantInput, output_tail: Tail | None, output_quant,
+                 channels_last_input: bool):
+        self.model, self.input_quant = model, input_quant
+        self.output_tail, self.output_quant = output_tail, output_quant
+        self.channels_last_input = channels_last_input
+
+    def quantize_input(self, x_float) -> np.ndarray:
+        with torch.no_grad():
+            codes = self.input_quant.codes(torch.as_tensor(x_float))
+        if self.channels_last_input:
+            codes = codes.permute(0, 2, 3, 1)          # NCHW -> the IR's (H, W, C)
+        return codes.numpy()
+
+    def dequantize(self, y_int) -> np.ndarray:
+        if self.output_tail is not None:
+            return self.output_tail.float_out(torch.as_tensor(np.asarray(y_int))).numpy()
+        if self.output_quant is not None:
+            s = self.output_quant.scale() if isinstance(self.output_quant, QuantAct) else torch.ones(())
+            return np.asarray(y_int, dtype=np.float32) * s.detach().to(torch.float32).numpy()
+        return (np.asarray(y_int) - self.input_quant.zero_point) * float(self.input_quant.scale)
+
+    def source_outputs(self, x_float, argmax: bool) -> SourceOutput:
+        self.model.eval()
+        x = torch.as_tensor(x_float, dtype=torch.float32)
+        acc = {}
+        hook = None
+        if self.output_tail is not None and not argmax:
+            # the last layer's exact accumulator, to count float differences in LSBs
+            layer = self.output_tail.layer
+            if isinstance(layer, nn.Module):
+                hook = layer.register_forward_hook(lambda m, args, out: acc.__setitem__("x", args[0]))
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+        finally:
+            if hook is not None:
+                hook.remove()
+        nhwc = (lambda t: t.permute(0, 2, 3, 1) if t.dim() == 4 else t)  # noqa: E731
+        if argmax:
+            v = out.value if isinstance(out, QTensor) else out
+            return SourceOutput("labels", v.flatten(1).argmax(dim=1).numpy()[:, None])
+        if isinstance(out, QTensor):
+            return SourceOutput("codes", nhwc(out.code).numpy())
+        a = None
+        if "x" in acc:
+            layer = self.output_tail.layer
+            a = layer.exact_acc(acc["x"]) - torch.as_tensor(self.output_tail.offset).reshape(
+                1, -1, *(1,) * (out.dim() - 2))
+            a = nhwc(a).to(torch.int64).numpy()
+        return SourceOutput("floats", nhwc(out).numpy(), a)
+
+    def io_spec(self) -> dict:
+        iq = self.input_quant
+        layout = "nchw" if self.channels_last_input else "flat"
+        if iq.qtype is ir.Bipolar:
+            inp = {"quantizer": "bipolar", "layout": layout}
+        else:
+            inp = {"quantizer": "affine", "type": str(iq.qtype), "scale": float(iq.scale),
+                   "zero_point": iq.zero_point, "rounding": "half_even", "layout": layout}
+        return {"kind": self.kind, "input": inp, "output": self._output_spec()}
+
+    def _output_spec(self) -> dict:
+        if self.output_quant is not None:
+            s = self.output_quant.scale() if isinstance(self.output_quant, QuantAct) else torch.ones(())
+            return {"kind": "codes", "scale": float(s.detach().to(torch.float32)), "zero_point": 0}
+        t = self.output_tail
+        if t is None:
+            return {"kind": "codes", "scale": float(self.input_quant.scale),
+                    "zero_point": self.input_quant.zero_point}
+        c = len(t.offset)
+        if t.modules:    # batch norm / ReLU after the layer: a probed affine map, not the tail itself
+            kept = [m for m in t.modules if not isinstance(m, nn.ReLU)]
+            lin = Tail(t.layer, t.layer_name, t.in_scale, True, kept, np.zeros(c, np.int64), t.in_type, t.spatial)
+            probe = np.repeat(np.array([0, 1 << 12])[:, None], c, axis=1)
+            v = lin.float_out(probe).to(torch.float64).numpy()
+            return {"kind": "affine", "mult": ((v[1] - v[0]) / (1 << 12)).tolist(), "offset": t.offset.tolist(),
+                    "bias": v[0].tolist(), "precision": "float64",
+                    "relu": any(isinstance(m, nn.ReLU) for m in t.modules), "exact": False}
+        if isinstance(t.layer, PoolTail):
+            mult = np.full(c, float(t.in_scale.to(torch.float64)) / t.layer.n)
+            return {"kind": "affine", "mult": mult.tolist(), "offset": t.offset.tolist(), "bias": None,
+                    "precision": "float64", "relu": False, "exact": True}
+        layer = t.layer
+        mult = (layer.quant_weight()[1].reshape(-1) * t.in_scale).to(torch.float32).detach()
+        mult = np.broadcast_to(mult.numpy().astype(np.float64), (c,))
+        bias = None if layer.bias is None else layer.bias.detach().to(torch.float32).numpy().astype(np.float64)
+        return {"kind": "affine", "mult": mult.tolist(), "offset": t.offset.tolist(),
+                "bias": None if bias is None else bias.tolist(),
+                "precision": "float64" if t.wide else "float32", "relu": False, "exact": True}
+
+    def argmax_refusal(self) -> str | None:
+        t = self.output_tail
+        if t is None:
+            return None
+        layer = t.layer
+        scales = layer.quant_weight()[1].reshape(-1)
+        same = bool((scales == scales[0]).all())
+        if t.modules or layer.bias is not None or not same or t.wide or (t.offset != 0).any():
+            return (f"the model ends in '{t.layer_name}' whose float output is not the same increasing function "
+                    f"of the accumulator for every class (it has a bias, batch norm, per-channel scales or an "
+                    f"input zero point), so a hardware argmax over accumulators could pick another class than "
+                    f"torch; end the model with a QuantAct, or drop those")
+        return None
+
+
 def lower(model: nn.Module, example_input: torch.Tensor, name: str = "qloom", **options) -> Lowered:
     """Lower `model` (in eval mode) to the IR. Options: requantize (bool)."""
     model.eval()
@@ -338,5 +387,6 @@ def lower(model: nn.Module, example_input: torch.Tensor, name: str = "qloom", **
     lw.run(_Tracer().trace(model))
     graph = ir.Graph("input", lw.input_type, lw.nodes, lw.cur, name=name)
     graph.validate()
-    return Lowered(graph, lw.in_quant, lw.tail if lw.state == "acc" else None,
-                   lw.last_quant if lw.state == "quant" else None, len(lw.input_type.shape) == 3)
+    fe = TorchNN(model, lw.in_quant, lw.tail if lw.state == "acc" else None,
+                 lw.last_quant if lw.state == "quant" else None, len(lw.input_type.shape) == 3)
+    return Lowered(graph, fe)

@@ -1,0 +1,152 @@
+"""What every front end hands the compiler: an integer Graph plus the float glue around it.
+
+A front end (qloom.nn via torch.fx, QONNX/Brevitas, PyTorch int8, ONNX Runtime
+QDQ/QOperator) lowers its source model to an `ir.Graph` and returns a
+`Frontend` object that knows, in the source's own arithmetic, how float
+inputs become the graph's input codes, how the graph's outputs become the
+source's float outputs, and what the source itself computes (the oracle that
+`Accelerator.fidelity` compares against).
+
+The shared rule (docs/numerics.md): the float arithmetic between an
+accumulator and the next quantizer is *evaluated* on integer accumulators,
+never inverted by formula; `threshold_node` turns that evaluation into a
+MultiThreshold by binary search.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ir
+from ..errors import QuantError
+
+
+@dataclass
+class SourceOutput:
+    """The source model's outputs on some float inputs, in the IR's layout (batch first).
+
+    compared: "codes" (integer output codes), "labels" (argmax classes) or "floats"
+    (a float tail kept in software; `acc` then holds, where the source exposes it,
+    the IR accumulator it started from, to count differences in LSBs).
+    """
+    compared: str
+    values: np.ndarray
+    acc: np.ndarray | None = None
+
+
+class Frontend:
+    """The float side of a lowered model. Subclasses implement the four methods."""
+    kind = "frontend"          # "qloom.nn", "qonnx", "torch-int8", "onnx-qdq", "onnx-qop"
+    model = None               # the source model, where there is one in memory
+
+    def quantize_input(self, x_float) -> np.ndarray:
+        """Float inputs (batch first, the source's layout) -> the graph's integer input codes."""
+        raise NotImplementedError
+
+    def dequantize(self, y_int) -> np.ndarray:
+        """The graph's integer outputs -> the float outputs the source gives (float tail included)."""
+        raise NotImplementedError
+
+    def source_outputs(self, x_float, argmax: bool) -> SourceOutput:
+        """Run the source model itself (the oracle) on float inputs."""
+        raise NotImplementedError
+
+    def sample_inputs(self, n: int, seed: int = 0) -> np.ndarray:
+        """n float inputs (the source's layout) whose input codes cover the code range, extremes
+        included: what `compile` checks on when no example input is given."""
+        raise QuantError(f"the {self.kind} front end cannot make inputs by itself; give example_input")
+
+    def argmax_refusal(self) -> str | None:
+        """Why appending an ArgMax to the graph could pick another class than the source (None: it cannot)."""
+        return None
+
+    def io_spec(self) -> dict | None:
+        """The float glue as plain JSON (stored in the manifest so Accelerator.load can quantize inputs
+        and dequantize outputs without the source model): see stored.py for the format. None: the
+        build dir then takes integer inputs only."""
+        return None
+
+    def describe(self) -> dict:
+        """Plain facts for reports and manifests (kind, source file, ...)."""
+        return {"frontend": self.kind}
+
+
+@dataclass
+class Lowered:
+    graph: ir.Graph
+    frontend: Frontend
+
+
+def derive_thresholds(code_fn, lo, hi, n):
+    """T[c, k] = least a in [lo_c, hi_c] with code_fn(a)[c] >= k + 1, else hi_c + 1.
+
+    code_fn maps an int64 (M, C) matrix of accumulators to counts 0..n; it must be
+    non-decreasing in each column. All (k, c) are searched at once.
+    """
+    c = lo.shape[0]
+    target = np.arange(1, n + 1)[:, None]
+    L = np.broadcast_to(lo, (n, c)).copy()
+    H = np.broadcast_to(hi + 1, (n, c)).copy()
+    while (L < H).any():
+        mid = (L + H) // 2
+        pred = code_fn(mid) >= target
+        active = L < H
+        H = np.where(active & pred, mid, H)
+        L = np.where(active & ~pred, mid + 1, L)
+    return L.T.copy()
+
+
+def channel_bounds(node, in_type: ir.TensorType):
+    """Per output channel, the least and greatest accumulator of a Dense, Conv2d or SumPool."""
+    if isinstance(node, ir.SumPool):
+        n = node.kernel[0] * node.kernel[1]
+        c = in_type.shape[-1]
+        return np.full(c, n * in_type.dtype.min), np.full(c, n * in_type.dtype.max)
+    return node.acc_bounds(in_type.dtype)
+
+
+def negate_channels(layer_node, neg: np.ndarray, what: str) -> np.ndarray:
+    """Negate the weights of the channels in `neg` so their accumulator runs the other way.
+
+    Returns the per-channel sign (+1 / -1). The weight type widens by one bit where
+    -(-2**(b-1)) needs it. Pooled sums have no weights to negate: refused.
+    """
+    if isinstance(layer_node, ir.SumPool):
+        raise QuantError(f"{what}: the float chain after the pooling '{layer_node.name}' decreases in channels "
+                         f"{np.flatnonzero(neg)[:8].tolist()} (negative scale or batch-norm gamma); pooled sums "
+                         f"cannot be negated, so this is not supported")
+    sign = np.where(neg, -1, 1)
+    w = layer_node.weight
+    layer_node.weight = w * sign.reshape((-1,) + (1,) * (w.ndim - 1))
+    if isinstance(layer_node.wtype, ir.Int) and not ir.values_in(layer_node.wtype, layer_node.weight).all():
+        layer_node.wtype = ir.Int(layer_node.wtype.bits + 1, True)
+    return sign
+
+
+def threshold_node(name: str, acc_tensor: str, layer_node, in_type: ir.TensorType, codes_fn,
+                   out_type: ir.ElemType, what: str | None = None) -> tuple[ir.MultiThreshold, np.ndarray]:
+    """A MultiThreshold that reproduces `codes_fn` exactly, and the per-channel sign it needed.
+
+    codes_fn: int64 (M, C) accumulators of `layer_node` as it is now -> output codes
+    (M, C) (values of `out_type`; -1/+1 for Bipolar), evaluated with the source's own
+    arithmetic. It must be monotone per channel over the accumulator's range;
+    decreasing channels get their weights negated in `layer_node` (see negate_channels).
+    """
+    bipolar = out_type is ir.Bipolar
+    base = -1 if bipolar else out_type.min
+    n = 1 if bipolar else out_type.max - out_type.min
+    lo, hi = channel_bounds(layer_node, in_type)
+    sign = np.ones(lo.shape[0], dtype=np.int64)
+
+    def counts(acc):
+        code = np.asarray(codes_fn(acc * sign), dtype=np.int64)
+        return (code + 1) // 2 if bipolar else code - base
+
+    ends = counts(np.stack([lo, hi]))
+    neg = ends[1] < ends[0]
+    if neg.any():
+        sign = negate_channels(layer_node, neg, what or f"'{name}'")
+        lo, hi = channel_bounds(layer_node, in_type)
+    t = derive_thresholds(counts, lo, hi, n)
+    return ir.MultiThreshold(name, [acc_tensor], name + ":out", thresholds=t, out_type=out_type, base=base), sign

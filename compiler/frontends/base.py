@@ -39,6 +39,12 @@ class Frontend:
     """The float side of a lowered model. Subclasses implement the four methods."""
     kind = "frontend"          # "qloom.nn", "qonnx", "torch-int8", "onnx-qdq", "onnx-qop"
     model = None               # the source model, where there is one in memory
+    exact = True               # the IR equals the source on every input by construction (set per model)
+    source_layout = "nchw"     # how the source lays out feature maps (the IR's are channels-last)
+
+    @property
+    def exact_by_construction(self) -> bool:
+        return bool(self.exact)
 
     def quantize_input(self, x_float) -> np.ndarray:
         """Float inputs (batch first, the source's layout) -> the graph's integer input codes."""
@@ -150,3 +156,63 @@ def threshold_node(name: str, acc_tensor: str, layer_node, in_type: ir.TensorTyp
         lo, hi = channel_bounds(layer_node, in_type)
     t = derive_thresholds(counts, lo, hi, n)
     return ir.MultiThreshold(name, [acc_tensor], name + ":out", thresholds=t, out_type=out_type, base=base), sign
+
+
+def fit_requantize(t, lo, hi, out_type: ir.Int, max_shift: int = 48):
+    """(mult, offset, shift) with floor((acc * mult + offset) / 2**shift), clamped to out_type, equal
+    to the step function `t` (see stage_thresholds) on every accumulator in [lo, hi]; None if no
+    shift up to max_shift (or int64 headroom) has one. Exact by construction: the constraints are
+    the steps themselves, so no accumulator is sampled."""
+    def feasible(s):
+        return [_fit_channel(t[c], lo[c], hi[c], out_type, s) for c in range(t.shape[0])]
+
+    span = max(int(np.abs(lo).max()), int(np.abs(hi).max()), 1)
+    cap = min(max_shift, 60 - span.bit_length() - 9)
+    if cap < 0 or any(f is None for f in feasible(cap)):
+        return None
+    a, b = 0, cap                                         # feasibility only grows with the shift
+    while a < b:
+        mid = (a + b) // 2
+        if all(f is not None for f in feasible(mid)):
+            b = mid
+        else:
+            a = mid + 1
+    fits = feasible(a)
+    return (np.array([f[0] for f in fits], dtype=np.int64), np.array([f[1] for f in fits], dtype=np.int64), a)
+
+
+def _fit_channel(t, lo, hi, out_type, s):
+    """(m, p) with out >= v_k exactly where acc >= t_k, for out = clamp(floor((acc*m + p) / 2**s)), m >= 0.
+
+    Each step gives linear constraints on (m, p): lower bounds p >= L - a*m and upper bounds
+    p <= U - b*m. A pair (lower i, upper j) bounds m; the tightest m interval, then p, is taken.
+    """
+    omin = out_type.min
+    v = (omin + 1 + np.arange(len(t))) << s
+    inner = (t > lo) & (t <= hi)
+    la, ll = [t[inner]], [v[inner]]                       # acc*m + p >= v*2^s at acc = t
+    ub, uu = [t[inner] - 1], [v[inner] - 1]               # acc*m + p <= v*2^s - 1 at acc = t - 1
+    on = np.flatnonzero(t <= lo)
+    if on.size:
+        la.append(np.array([lo]))
+        ll.append(v[on[-1:]])
+    off = np.flatnonzero(t > hi)
+    if off.size:
+        ub.append(np.array([hi]))
+        uu.append(v[off[:1]] - 1)
+    la, ll, ub, uu = map(np.concatenate, (la, ll, ub, uu))
+    if la.size == 0 or ub.size == 0:                      # only one side constrained: a constant works
+        p = int(ll.max()) if la.size else int(uu.min())
+        return 0, p
+    coef = ub[None, :] - la[:, None]                      # (b_j - a_i) * m <= U_j - L_i
+    rhs = uu[None, :] - ll[:, None]
+    if (rhs[coef == 0] < 0).any():
+        return None
+    pos, neg = coef > 0, coef < 0
+    m_hi = (rhs[pos] // coef[pos]).min() if pos.any() else None
+    m_lo = max(0, int((-(rhs[neg] // -coef[neg])).max())) if neg.any() else 0
+    if m_hi is not None and m_lo > m_hi:
+        return None
+    m = m_lo
+    p_lo, p_hi = int((ll - la * m).max()), int((uu - ub * m).min())
+    return (m, p_lo) if p_lo <= p_hi else None

@@ -23,7 +23,7 @@ from torch import nn
 from .. import ir
 from ..nn import (BATCH_NORMS, DROPOUTS, QUANT_LAYERS, BinaryAct, PoolTail, QTensor, QuantAct, QuantConv2d,
                   QuantInput, QuantLinear, capture, pool_geometry)
-from .base import Frontend, Lowered, QuantError, SourceOutput, channel_bounds, threshold_node
+from .base import Frontend, Lowered, QuantError, SourceOutput, channel_bounds, fit_requantize, threshold_node
 
 TAIL_MODULES = BATCH_NORMS + DROPOUTS + (nn.ReLU,)
 PASS_MODULES = DROPOUTS
@@ -67,37 +67,27 @@ class Tail:
         return a + torch.as_tensor(self.offset).reshape(1, -1, *(1,) * (a.dim() - 2))
 
 
-def _lower_quantizer(name, acc_tensor, layer_node, tail: Tail, act, options):
-    """Thresholds (or a Requantize) for the tail ending in quantizer `act` (may negate weight rows)."""
-    if options.get("requantize") and act.qtype is not ir.Bipolar and act.qtype.bits >= 5:
-        lo, hi = channel_bounds(layer_node, tail.in_type)
-        return _requantize_node(name, acc_tensor, tail, act, lo, hi)
+def _lower_quantizer(name, acc_tensor, layer_node, tail: Tail, act, options, report: list):
+    """The node for the tail ending in quantizer `act`: thresholds found by evaluating the tail (may
+    negate weight rows); with options["requantize"], an equivalent fixed-point Requantize where one
+    exists (5+ bit outputs, where thresholds get expensive). Both are exact by construction."""
     node, _ = threshold_node(name, acc_tensor, layer_node, tail.in_type,
-                                     lambda acc: act.codes(tail.float_out(acc)).numpy(), act.qtype,
-                                     what=f"'{name}' (after '{tail.layer_name}')")
-    return node
-
-
-def _requantize_node(name, acc_tensor, tail: Tail, act: QuantAct, lo, hi, mult_bits=16):
-    """Fixed-point approximation code ~ round(A*acc + B) of the tail (for 5+ bit outputs).
-
-    Not exact by construction: Accelerator.fidelity() measures it.
-    """
-    if any(isinstance(m, nn.ReLU) for m in tail.modules) and act.qtype.signed:
-        raise QuantError(f"'{name}': requantize cannot model a ReLU before a signed quantizer; "
-                         f"use thresholds (requantize=False)")
-    kept = [m for m in tail.modules if not isinstance(m, nn.ReLU)]
-    probe = np.array([0, 1 << 12])
-    lin = Tail(tail.layer, tail.layer_name, tail.in_scale, True, kept, tail.offset, tail.in_type, tail.spatial)
-    v = lin.float_out(np.repeat(probe[:, None], len(lo), axis=1)).to(torch.float64).numpy() / float(act.scale())
-    A = (v[1] - v[0]) / probe[1]
-    B = v[0]
-    amax = np.abs(A).max()
-    shift = 0 if amax == 0 else int(np.clip(mult_bits - 1 - np.floor(np.log2(amax)), 0, 62))
-    mult = np.round(A * 2.0 ** shift).astype(np.int64)
-    offset = np.round(B * 2.0 ** shift).astype(np.int64)
+                             lambda acc: act.codes(tail.float_out(acc)).numpy(), act.qtype,
+                             what=f"'{name}' (after '{tail.layer_name}')")
+    if not (options.get("requantize") and act.qtype is not ir.Bipolar and act.qtype.bits >= 5):
+        return node
+    lo, hi = channel_bounds(layer_node, tail.in_type)
+    fit = fit_requantize(node.thresholds, lo, hi, act.qtype)
+    info = {"layer": name, "out_type": str(act.qtype), "thresholds_per_channel": int(node.thresholds.shape[1])}
+    if fit is None:
+        # the tail's steps are not those of any floor((acc*m + p) / 2**s): keep the exact thresholds
+        report.append({**info, "method": "thresholds", "why": "no exact fixed-point form"})
+        return node
+    mult, offset, shift = fit
+    report.append({**info, "method": "requantize", "shift": int(shift),
+                   "mult_bits": int(max(int(np.abs(mult).max()), 1).bit_length())})
     return ir.Requantize(name, [acc_tensor], name + ":out", mult=mult, shift=shift, offset=offset,
-                         rounding="half_even", out_type=act.qtype)
+                         rounding="floor", out_type=act.qtype)
 
 
 def _module_desc(path, m):
@@ -106,15 +96,22 @@ def _module_desc(path, m):
 
 def _capture_inputs(model, example_input):
     """Run the model once in eval mode; record the input of every quantized layer and pool.
-    A QuantError from qloom.nn's own checks gets the path of the module that raised it."""
+    Whatever fails on the way (qloom.nn's own checks, or a module or operation that cannot take the
+    quantized tensors qloom.nn passes between layers) is one QuantError naming the module last entered."""
     current = []
     hooks = [m.register_forward_pre_hook(lambda mod, args, p=p: current.append(p))
              for p, m in model.named_modules() if p]
+    modules = dict(model.named_modules())
     try:
         seen, out = capture(model, example_input, QUANT_LAYERS + (nn.AvgPool2d, nn.AdaptiveAvgPool2d))
     except QuantError as e:
-        where = f" in module '{current[-1]}'" if current else ""
+        where = f" in module {_module_desc(current[-1], modules[current[-1]])}" if current else ""
         raise QuantError(f"running the model on the example input failed{where}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a user's model: one line naming where it broke
+        where = f" in or after module {_module_desc(current[-1], modules[current[-1]])}" if current else ""
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise QuantError(f"running the model on the example input failed{where}: {type(e).__name__}: {msg}. "
+                         f"qloom lowers models built from: {', '.join(SUPPORTED)}") from None
     finally:
         for h in hooks:
             h.remove()
@@ -126,6 +123,7 @@ class _Lowering:
 
     def __init__(self, model, example_input, options):
         self.model, self.options = model, options
+        self.requantize_report = []         # per quantizer: Requantize or thresholds (requantize=True)
         self.inputs, _ = _capture_inputs(model, example_input)
         self.example_input = example_input
         self.modules = dict(model.named_modules())
@@ -204,7 +202,8 @@ class _Lowering:
                 raise QuantError(f"{type(m).__name__} {where} re-quantizes an already quantized tensor; "
                                  f"only the output of a quantized layer or an average pool (after optional "
                                  f"batch norm) can be quantized")
-            self.add(_lower_quantizer(target, self.cur, self.layer_node, self.tail, m, self.options))
+            self.add(_lower_quantizer(target, self.cur, self.layer_node, self.tail, m, self.options,
+                                      self.requantize_report))
             self.state, self.last_quant = "quant", m
         elif isinstance(m, nn.MaxPool2d):
             if self.state != "quant":
@@ -230,6 +229,10 @@ class _Lowering:
             self.flatten(target)
         elif isinstance(m, PASS_MODULES):
             pass
+        elif isinstance(m, BATCH_NORMS) and not m.track_running_stats:
+            raise QuantError(f"{where} has track_running_stats=False: in eval mode it normalises with each batch's "
+                             f"own statistics, so a frame's output depends on the rest of its batch and cannot be "
+                             f"fixed in hardware; train it with track_running_stats=True")
         elif isinstance(m, TAIL_MODULES) and self.state == "acc":
             self.tail.modules.append(m)
         elif isinstance(m, TAIL_MODULES):
@@ -326,6 +329,9 @@ class TorchNN(Frontend):
             a = nhwc(a).to(torch.int64).numpy()
         return SourceOutput("floats", nhwc(out).numpy(), a)
 
+    def describe(self) -> dict:
+        return {"frontend": self.kind, "layers": list(getattr(self, "requantize_report", []))}
+
     def io_spec(self) -> dict:
         iq = self.input_quant
         layout = "nchw" if self.channels_last_input else "flat"
@@ -366,27 +372,62 @@ class TorchNN(Frontend):
                 "precision": "float64" if t.wide else "float32", "relu": False, "exact": True}
 
     def argmax_refusal(self) -> str | None:
+        """An argmax over the IR's accumulators picks torch's class only when every class's float output
+        is the same strictly increasing function of its accumulator: one scale, no per-class offset,
+        and float32 keeping distinct accumulators distinct (docs/numerics.md)."""
         t = self.output_tail
         if t is None:
             return None
-        layer = t.layer
-        scales = layer.quant_weight()[1].reshape(-1)
-        same = bool((scales == scales[0]).all())
-        if t.modules or layer.bias is not None or not same or t.wide or (t.offset != 0).any():
-            return (f"the model ends in '{t.layer_name}' whose float output is not the same increasing function "
-                    f"of the accumulator for every class (it has a bias, batch norm, per-channel scales or an "
-                    f"input zero point), so a hardware argmax over accumulators could pick another class than "
-                    f"torch; end the model with a QuantAct, or drop those")
+        why = []
+        if t.modules:
+            why.append("modules after it (" + ", ".join(type(m).__name__ for m in t.modules) + ")")
+        if getattr(t.layer, "bias", None) is not None:
+            why.append("a bias")
+        if (t.offset != 0).any():
+            why.append("an input zero point (a per-class offset of the accumulator)")
+        if isinstance(t.layer, PoolTail):
+            mult = np.array([float(t.in_scale.to(torch.float64)) / t.layer.n])
+        else:
+            mult = (t.layer.quant_weight()[1].reshape(-1) * t.in_scale).to(torch.float32).detach().numpy()
+        if not (mult == mult.reshape(-1)[0]).all():
+            why.append("per-channel weight scales")
+        m = float(mult.reshape(-1)[0])
+        maxabs = max(abs(v) for v in self.acc_range)
+        if not why and not float32_injective(m, maxabs):
+            why.append(f"accumulators up to {maxabs} times its scale {m:.6g} that float32 cannot keep apart "
+                       f"(its spacing there, {float(np.spacing(np.float32(maxabs * m))):.3g}, exceeds the scale)")
+        if why:
+            return (f"the model ends in '{t.layer_name}', whose float outputs are not one strictly increasing "
+                    f"function of the accumulator for every class: it has {' and '.join(why)}; a hardware argmax "
+                    f"over accumulators could pick another class than torch. End the model with a QuantAct, or "
+                    f"drop those")
         return None
+
+
+def float32_injective(m: float, maxabs: int) -> bool:
+    """Whether a -> float32(a * m) keeps every integer |a| <= maxabs apart (m > 0): true when the float32
+    spacing at maxabs * m is at most m, since then exact products m apart round to different floats."""
+    return m > 0 and float(np.spacing(np.float32(maxabs * m))) <= m
 
 
 def lower(model: nn.Module, example_input: torch.Tensor, name: str = "qloom", **options) -> Lowered:
     """Lower `model` (in eval mode) to the IR. Options: requantize (bool)."""
     model.eval()
     lw = _Lowering(model, example_input, options)
-    lw.run(_Tracer().trace(model))
+    try:
+        traced = _Tracer().trace(model)
+    except Exception as e:  # noqa: BLE001 - torch.fx's reasons are long; say what it could not do
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise QuantError(f"torch.fx cannot trace the model's forward() ({type(e).__name__}: {msg}); qloom needs "
+                         f"a forward() without data-dependent control flow, built from: {', '.join(SUPPORTED)}") \
+            from None
+    lw.run(traced)
     graph = ir.Graph("input", lw.input_type, lw.nodes, lw.cur, name=name)
     graph.validate()
     fe = TorchNN(model, lw.in_quant, lw.tail if lw.state == "acc" else None,
                  lw.last_quant if lw.state == "quant" else None, len(lw.input_type.shape) == 3)
+    fe.requantize_report = lw.requantize_report
+    if fe.output_tail is not None:           # the proven accumulator range of the output layer
+        lo, hi = channel_bounds(lw.layer_node, fe.output_tail.in_type)
+        fe.acc_range = (int(lo.min(initial=0)), int(hi.max(initial=0)))
     return Lowered(graph, fe)

@@ -213,8 +213,9 @@ class Accelerator:
         dir (default: a temporary one, removed afterwards unless waves=True). Built simulators
         are cached by content hash in cache_dir (default $QLOOM_SIM_CACHE, else
         ~/.cache/qloom/sim when out_dir is temporary), so a second call with the same
-        hardware does not rebuild. Returns simulate()'s dict: "outputs" (what the hardware
-        produced), "bit_exact" (against self.reference), "ii_measured", "latency_cycles", ...
+        hardware does not rebuild. Returns a qloom.sim.SimResult: .outputs (what the hardware
+        produced, the IR's layout), .bit_exact (against self.reference), .ii_measured,
+        .latency_cycles, ... (.to_dict() is the JSON `qloom sim --json` prints).
         """
         import os
         import pathlib

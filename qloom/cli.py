@@ -51,7 +51,7 @@ def load_spec(spec: str, allow_float: bool = False):
         except (CLIError, KeyboardInterrupt):
             raise
         except Exception as e:  # a user's file: report what broke, in one line
-            raise CLIError(f"spec '{spec}': running {path} failed: {type(e).__name__}: {e}") from e
+            raise CLIError(f"spec '{spec}': importing or running {path} failed: {type(e).__name__}: {e}") from e
         finally:
             sys.path.remove(str(p.resolve().parent))
         from qloom import checks

@@ -249,3 +249,15 @@ def test_sigterm_ends_qloom_sim_and_its_children(built, tmp_path):
             break
         time.sleep(0.2)
     assert not left.strip(), f"processes left in the group: {left}"
+
+
+def test_truncated_graph_is_refused_before_tools_run(built, tmp_path, capsys):
+    d, acc, x = built
+    c = tmp_path / "t"
+    acc.save(c)
+    g = c / "graph.npz"
+    g.write_bytes(g.read_bytes()[:100])
+    assert cli(["synth", str(c), "--board", "generic"]) == 2
+    one_line_error(capsys, "graph.npz changed after the manifest")
+    with pytest.raises(builddir.BuildDirError, match="graph.npz"):
+        qloom.Accelerator.load(c)

@@ -81,8 +81,19 @@ def test_requantize_with_negative_channels(tmp_path):
     m = mlps.random_mlp(3, [16, 12, 10], 4, 6, False, True, final_act=True)
     g = torch_nn.lower(m, torch.rand(64, 16), requantize=True).graph
     rq = [n for n in g.nodes if isinstance(n, ir.Requantize)]
-    assert rq and any((n.mult < 0).any() for n in rq)
+    assert rq
     check_roundtrip(g, tmp_path)
+    # the front end negates decreasing channels' weights, so its multipliers are >= 0; the IR allows
+    # negative ones (and every rounding): the exporter must carry them too
+    rng = np.random.default_rng(2)
+    for rounding in ("floor", "half_up", "half_even"):
+        nodes = [ir.Dense("d", ["x"], "a", weight=rng.integers(-3, 4, (6, 10)), wtype=ir.Int(3)),
+                 ir.Requantize("r", ["a"], "y", mult=rng.integers(-300, 300, 6), shift=6,
+                               offset=rng.integers(-50, 50, 6), rounding=rounding, out_type=ir.Int(5, True))]
+        g2 = ir.Graph("x", ir.TensorType((10,), ir.Int(4, False)), nodes, "y", name=f"rq_{rounding}")
+        assert (g2.nodes[1].mult < 0).any()
+        (tmp_path / rounding).mkdir()
+        check_roundtrip(g2, tmp_path / rounding)
 
 
 def test_argmax_and_strided_conv(tmp_path):

@@ -14,7 +14,7 @@ _ERRORS = {"QloomError": "qloom.compiler.errors", "BadInput": "qloom.compiler.er
            "InternalError": "qloom.compiler.errors", "IRError": "qloom.compiler.ir",
            "FoldingError": "qloom.hdl.kernels.base", "BuildDirError": "qloom.compiler.builddir",
            "SimError": "qloom.sim.errors", "SynthError": "qloom.boards.errors", "DoesNotFit": "qloom.boards.errors"}
-__all__ = list(_API) + ["nn"] + list(_PTQ) + list(_ERRORS)
+__all__ = list(_API) + ["nn", "explore"] + list(_PTQ) + list(_ERRORS)
 
 
 def __getattr__(name):
@@ -27,6 +27,6 @@ def __getattr__(name):
         return getattr(ptq, name)
     if name in _ERRORS:
         return getattr(importlib.import_module(_ERRORS[name]), name)
-    if name == "nn":
-        return importlib.import_module("qloom.nn")
+    if name in ("nn", "explore"):
+        return importlib.import_module(f"qloom.{name}")
     raise AttributeError(f"module 'qloom' has no attribute {name!r}")

@@ -343,6 +343,8 @@ def make_parser():
     p.add_argument("--seed", type=checks.arg_non_negative_int, default=None, help="nextpnr placement seed")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(fn=cmd_synth)
+    from qloom import explore_cli
+    explore_cli.add_parser(sub)
     return ap
 
 

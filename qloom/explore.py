@@ -1,4 +1,5 @@
-"""`qloom.explore`: design-space sweeps (folding, bits, board, nextpnr seed) on a process pool or Ray.
+"""`qloom.explore(spec, space, data=None, backend="local", address=None, *, out=..., synth=False, ...)`:
+design-space sweeps (folding, bits, board, nextpnr seed) on a process pool or on Ray.
 
     import qloom
     res = qloom.explore("tfc-w1a1", {"target_ii": ["fit", "fit*4"], "seed": [1, 2]}, out="build/explore",
@@ -15,6 +16,7 @@ import os
 import pathlib
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 
 from qloom.compiler.errors import BadInput
@@ -68,28 +70,29 @@ class Progress:
 
     def started(self, index):
         self.running.add(index)
-        self.draw()
 
     def finished(self, index, status):
         self.running.discard(index)
         self.done += 1
         self.failed += status == "failed"
         self.nofit += status == "does_not_fit"
-        self.draw()
 
     def draw(self, force: bool = False):
+        """Redraw (TTY, at most 5 times a second) or print a line when the counts changed (at most every
+        `every` s unless forced)."""
         if not self.enabled:
             return
         now, text = time.monotonic(), self.text()
+        counts = text.rsplit(", ", 1)[0]
         if self.tty:
             if force or now - self.last >= 0.2:
                 self.stream.write("\r" + text + "\x1b[K")
                 self.stream.flush()
                 self.last = now
-        elif force or (now - self.last >= self.every and text.split(", 0:")[0] != self.last_text):
+        elif counts != self.last_text and (force or now - self.last >= self.every):
             self.stream.write(text + "\n")
             self.stream.flush()
-            self.last, self.last_text = now, text.split(", 0:")[0]
+            self.last, self.last_text = now, counts
 
     def close(self):
         self.draw(force=True)
@@ -144,7 +147,7 @@ def _models(spec, space) -> list[str]:
 
 def explore(spec, space, data=None, backend: str = "local", address: str | None = None, *,
             out="build/explore", synth: bool = False, sim_frames: int = 0, workers: int | None = None,
-            timeout: float | None = None, argmax: bool = True, retries: int = 1, retry_failed: bool = True,
+            timeout: float | None = None, argmax: bool | None = None, retries: int = 1, retry_failed: bool = True,
             min_accuracy: float | None = None, progress: bool = True, title: str | None = None) -> ExploreResult:
     """Evaluate every point of `space` for `spec` and write the results under `out`.
 
@@ -156,6 +159,8 @@ def explore(spec, space, data=None, backend: str = "local", address: str | None 
         each point's integer model (= its hardware) on test, fine-tuning on train.
     backend: "local" (a process pool on this machine) or "ray" (Ray tasks: the instance already
         initialised in this process, the cluster at `address`, or a local one started here).
+    argmax: end the accelerators with an argmax (True), never (False), or where the model allows
+        one (None: a model whose last layer has a bias or per-channel scales outputs its values).
     synth: synthesise, place and route every point (real LUT/FF/BRAM/DSP, Fmax, frames/s).
     sim_frames: simulate that many frames of each point's Verilog and check them bit for bit.
     workers: processes (local) or concurrent tasks (ray); default: the CPU count.
@@ -179,27 +184,29 @@ def explore(spec, space, data=None, backend: str = "local", address: str | None 
     out = pathlib.Path(out)
     points_dir = out / "points"
     versions = cache.tool_versions()
-    options = {"synth": bool(synth), "sim_frames": int(sim_frames), "argmax": bool(argmax)}
+    options = {"synth": bool(synth), "sim_frames": int(sim_frames), "argmax": None if argmax is None else bool(argmax)}
     digests = {m: cache.data_digest(None if d is None else (*d["test"], *d["train"])) for m, d in per_model.items()}
     worker_data = {digests[m]: d for m, d in per_model.items() if d is not None}
 
     points = expand(space, models, synth)
-    keys, records, tasks = [], {}, {}
-    for i, p in enumerate(points):
-        key = cache.point_key(sources[p["model"]], p, options, digests[p["model"]], versions)
-        keys.append(key)
-        rec = cache.read_cached(points_dir, key, retry_failed)
-        if rec is not None:
-            records[i] = rec
-        else:
-            tasks[i] = {"key": key, "point": p, "source": sources[p["model"]], "data_key": digests[p["model"]],
-                        "options": {**options, "timeout": timeout}, "work_dir": str((out / "work" / key).resolve())}
+    keys = [cache.point_key(sources[p["model"]], p, options, digests[p["model"]], versions) for p in points]
     if len(set(keys)) != len(keys):
         raise BadInput("space: two points are the same (repeated entries across the spec and the space)")
+    records = {i: rec for i, k in enumerate(keys) if (rec := cache.read_cached(points_dir, k, retry_failed))}
+    tasks = {i: {"key": k, "point": points[i], "source": sources[points[i]["model"]],
+                 "data_key": digests[points[i]["model"]], "options": {**options, "timeout": timeout},
+                 "work_dir": str((out / "work" / k).resolve())}
+             for i, k in enumerate(keys) if i not in records}
 
     bar = Progress(len(points), len(records), enabled=progress)
 
     def finished(i, res):
+        theirs = res.pop("qloom_source", None)
+        if theirs is not None and theirs != versions["qloom_source"]:
+            # its result may come from other hardware generators than the key says: never cache it as ok
+            res = {**backends.failed("the worker ran other qloom sources than the driver (qloom edited during "
+                                     "the sweep, or another qloom on a Ray node): rerun the sweep"),
+                   "timing": res.get("timing", {}), "worker": res.get("worker")}
         rec = {"key": keys[i], "label": label(points[i]), "point": points[i],
                "model": sources[points[i]["model"]].identity, "options": options,
                "data": digests[points[i]["model"]], "versions": versions, "result": res}
@@ -253,3 +260,14 @@ def _write_outputs(out, space, rows, options, versions, computed, cached_n, wall
         cache.write_json_atomic(paths["best_fold"], next(iter(best.values()))["folding"])
     res.paths = {k: str(v) for k, v in paths.items()}
     return res
+
+
+class _CallableModule(types.ModuleType):
+    """`qloom.explore` is this module (the package attribute a submodule import sets) and also the
+    function: calling the module calls explore(), so `qloom.explore(...)` works however it was imported."""
+
+    def __call__(self, *args, **kwargs):
+        return explore(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

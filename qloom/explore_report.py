@@ -15,7 +15,7 @@ from .explore_space import DIMENSIONS, canonical, label
 
 COLUMNS = ("index", "key", "model", "bits", "finetune", "target_ii", "folding_spec", "board", "seed", "status",
            "reason", "ii", "latency", "est_luts", "est_ffs", "est_brams", "est_dsps", "fps_est", "luts", "ffs",
-           "brams", "dsps", "fmax_mhz", "fps", "accuracy", "sim_bit_exact", "sim_ii", "folding", "graph_hash")
+           "brams", "dsps", "fmax_mhz", "fps", "accuracy", "sim_bit_exact", "sim_ii", "argmax", "folding", "graph_hash")
 DESIGN_KEYS = tuple(k for k in DIMENSIONS if k != "seed")
 
 
@@ -68,6 +68,7 @@ def designs(rows) -> list[dict]:
         fps = [r["fps"] for _, r in ok if r["fps"] is not None]
         out.append({
             **{k: best_p[k] for k in DESIGN_KEYS}, "label": label({**best_p, "seed": None}),
+            "variant": label({**best_p, "seed": None}).split(" ii=")[0],
             "index": best["index"], "seeds": [p["seed"] for p, _ in ok], "seeds_tried": len(members),
             "ii": best["ii"], "source": "synth" if synth else "estimate",
             "luts": best["luts"] if synth else best["est_luts"],
@@ -119,6 +120,8 @@ def _f(v, fmt):
 def format_designs(items, best=None, title="Pareto front: frames/s vs LUT") -> str:
     """A table of designs (the Pareto front, or any list); `best` ({board: design}) is starred."""
     starred = {d["index"] for d in (best or {}).values()}
+    if not items:
+        return f"{title}: no point succeeded"
     lines = [title,
              f"{'design':<40}{'II':>8}{'LUT':>7}{'BRAM':>6}{'DSP':>5}{'Fmax best/med MHz':>19}{'frames/s':>11}"
              f"{'acc':>7}{'seeds':>7}  src"]
@@ -132,11 +135,16 @@ def format_designs(items, best=None, title="Pareto front: frames/s vs LUT") -> s
 
 
 def format_summary(rows) -> str:
+    """Counts per status, then each distinct failure reason once with the points it hit."""
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "does_not_fit", "failed")}
     out = [f"{len(rows)} points: {counts['ok']} ok, {counts['does_not_fit']} do not fit, {counts['failed']} failed"]
+    reasons = {}
     for r in rows:
         if r["status"] != "ok":
-            out.append(f"  #{r['index']} {r['status']}: {r['reason']}")
+            reasons.setdefault((r["status"], r["reason"]), []).append(f"#{r['index']}")
+    for (status, reason), idx in reasons.items():
+        shown = ", ".join(idx[:8]) + (f", ... ({len(idx)} points)" if len(idx) > 8 else "")
+        out.append(f"  {status} {shown}: {reason}")
     return "\n".join(out)
 
 
@@ -152,8 +160,8 @@ def plot_pareto(items, path, best=None, title="qloom explore") -> None:
     with_acc = any(d["accuracy"] is not None for d in items)
     ncol = 2 if with_acc else 1
     fig, axes = plt.subplots(len(boards), ncol, figsize=(6.8 * ncol, 5.0 * len(boards)), squeeze=False)
-    models = sorted({d["model"] for d in items})
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    variants = sorted({d["variant"] for d in items})       # model + bits + fine-tuning: one colour each
+    colors = {v: plt.cm.tab10(i % 10) for i, v in enumerate(variants)}
     panels = [("fps_best", "frames/s (best seed; board clock where not synthesised)", True)]
     if with_acc:
         panels.append(("accuracy", "accuracy on the data", False))
@@ -161,7 +169,7 @@ def plot_pareto(items, path, best=None, title="qloom explore") -> None:
         mine = [d for d in items if d["board"] == board]
         star = (best or {}).get(board)
         for ax, (y, ylabel, log) in zip(row, panels):
-            _panel(ax, mine, y, models, colors, star)
+            _panel(ax, mine, y, variants, colors, star)
             src = {d["source"] for d in mine}
             ax.set_xlabel(f"{board}: LUTs (" + ("nextpnr" if src == {"synth"} else "estimated" if
                                                 src == {"estimate"} else "nextpnr or estimated") + ")")
@@ -174,9 +182,9 @@ def plot_pareto(items, path, best=None, title="qloom explore") -> None:
     plt.close(fig)
 
 
-def _panel(ax, items, y, models, colors, star):
-    for m in models:
-        pts = [d for d in items if d["model"] == m and d.get(y) is not None]
+def _panel(ax, items, y, variants, colors, star):
+    for m in variants:
+        pts = [d for d in items if d["variant"] == m and d.get(y) is not None]
         if pts:
             ax.scatter([d["luts"] for d in pts], [d[y] for d in pts], color=colors[m], label=m, s=30, alpha=0.8)
     front = pareto(items, y)

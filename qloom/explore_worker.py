@@ -90,28 +90,48 @@ def _quantized(source, bits, finetune, train):
 
 
 def _compiled(source, point, options, train):
+    """The point's Accelerator. argmax None (auto): end it with an argmax where the model allows one."""
     key = ("acc", source.digest, canonical(point["bits"]), point["finetune"], options["argmax"])
     if key not in _MEMO:
         import qloom
+        from qloom.compiler.errors import QuantError
         model, x = _quantized(source, point["bits"], point["finetune"], train)
         stem = pathlib.PurePath(source.spec.split(":")[-1] if source.kind == "file" else source.spec).stem
         name = "".join(c if c.isalnum() else "_" for c in stem)
-        _MEMO[key] = qloom.compile(model, x, name=name, argmax=options["argmax"])
+        want = options["argmax"]
+        try:
+            acc = qloom.compile(model, x, name=name, argmax=want is not False)
+        except QuantError as e:
+            if want is not None or not str(e).startswith("argmax=True:"):
+                raise
+            acc = qloom.compile(model, x, name=name, argmax=False)
+        _MEMO[key] = acc
     return _MEMO[key]
 
 
+def _board_fold(acc, board, ii, manual) -> dict:
+    """Fold for target II `ii` the way boards.fastest_fit folds (board-aware: boards.fit.board_folding,
+    where this qloom has it), so "fit*4" is the same kind of folding as "fit"; with manual entries, or
+    without board_folding, Accelerator.fold."""
+    from qloom.boards import fit
+    board_folding = getattr(fit, "board_folding", None)
+    if manual or board_folding is None:
+        return acc.fold(ii, manual)
+    return acc.fold(folding=board_folding(acc.graph, board, ii))
+
+
 def _fold(acc, point) -> tuple:
-    """(folding, resolved target II) for the point; ('fit' entries need a board estimate)."""
+    """(folding, resolved target II) for the point ("fit" entries need the board's fastest fit)."""
     from qloom import boards
-    target = point["target_ii"]
+    target, board = point["target_ii"], point["board"]
     fit_ii = None
     if isinstance(target, str):
-        r = boards.fastest_fit(acc.graph, point["board"])
+        r = boards.fastest_fit(acc.graph, board)
         if r is None:
             return None, None
         fit_ii = r[0]
     ii = resolve_target(target, fit_ii)
-    return acc.fold(ii, point["folding"]), ii
+    return _board_fold(acc, board, ii, point["folding"]), ii
 
 
 def _accuracy(acc, key, test) -> float:
@@ -120,7 +140,8 @@ def _accuracy(acc, key, test) -> float:
     if k not in _MEMO:
         x, y = test
         out = np.asarray(acc.predict(x))
-        labels = out if out.ndim == 1 else out.reshape(len(out), -1).argmax(1)
+        # with an argmax the hardware gives the label; without, the class is the largest output
+        labels = out.reshape(-1) if acc.argmax else out.reshape(len(out), -1).argmax(1)
         _MEMO[k] = float((labels == np.asarray(y).reshape(-1)).mean())
     return _MEMO[k]
 
@@ -170,7 +191,7 @@ def _evaluate(task, data, res, secs):
         res.update(status="does_not_fit", reason=f"estimates: even the fully folded design does not fit "
                                                  f"{point['board']}")
         return
-    res.update(target_ii_resolved=ii, folding=folding, graph_hash=acc.graph.hash())
+    res.update(target_ii_resolved=ii, folding=folding, graph_hash=acc.graph.hash(), argmax=acc.argmax)
     res.update(_estimate_fields(acc, folding, point["board"]))
     if test is not None:
         res["accuracy"] = _accuracy(acc, (source.digest, canonical(point["bits"]), point["finetune"],
@@ -216,6 +237,7 @@ def run_point(task: dict, data: dict | None) -> dict:
     """Evaluate one point; returns its result dict (status ok | failed | does_not_fit, reason, metrics)."""
     from qloom.compiler.errors import QloomError
     _prepare_torch()
+    _source()
     t0 = time.perf_counter()
     res, secs = {"status": "failed", "reason": None}, {}
     try:
@@ -229,4 +251,13 @@ def run_point(task: dict, data: dict | None) -> dict:
     secs["total"] = time.perf_counter() - t0
     res["timing"] = {k: round(v, 3) for k, v in secs.items()}
     res["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    res["qloom_source"] = _source()
     return res
+
+
+def _source() -> str:
+    """The digest of the qloom sources this worker imported (at its first point)."""
+    if "source" not in _MEMO:
+        from .explore_cache import source_digest
+        _MEMO["source"] = source_digest()
+    return _MEMO["source"]

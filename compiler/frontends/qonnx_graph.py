@@ -1,13 +1,5 @@
-"""The QONNX importer's walk: one pass over the model in topological order (qonnx_import explains the idea).
-
-Every ONNX tensor gets one of four values:
-- `Const`: an initializer or anything computed from constants only (weights
-  keep their integer codes and scales);
-- `FloatIn`: the float graph input and the elementwise ops before its first
-  quantizer (evaluated in software by `quantize_input`);
-- `QAct`: integer codes in the IR (after a Quant/BipolarQuant/Trunc/MultiThreshold);
-- `Tail`: an accumulator (MatMul/Gemm/Conv, or a pooled sum) with the float
-  ops after it (bias, Mul/Div/Add/Sub by constants, BatchNormalization, Relu).
+"""The QONNX importer's walk: one pass over the model in topological order, giving every ONNX tensor
+one of the four values of qonnx_values (Const, FloatIn, QAct, Tail; qonnx_import explains the idea).
 The layers (MatMul, Conv, pools, Flatten, elementwise ops) live in qonnx_layers.
 """
 from __future__ import annotations

@@ -5,14 +5,8 @@ Modules: qonnx_import (this: the Frontend, `lower`, `export_brevitas`), qonnx_gr
 Flatten), qonnx_values (what each tensor is), qonnx_quant (quantizer nodes),
 qonnx_ops (the executor's kernels on chosen values, FrameExecutor, round32_exact).
 
-The model is walked once in topological order. Every tensor is one of:
-- `Const`: an initializer or anything computed from constants only (weights
-  keep their integer codes and scales);
-- `FloatIn`: the float graph input and the elementwise ops before its first
-  quantizer (evaluated in software by `quantize_input`);
-- `QAct`: integer codes in the IR (after a Quant/BipolarQuant/Trunc/MultiThreshold);
-- `Tail`: an accumulator (MatMul/Gemm/Conv, or a pooled sum) with the float
-  ops after it (bias, Mul/Div/Add/Sub by constants, BatchNormalization, Relu).
+The model is walked once in topological order (qonnx_graph); every tensor is a constant, the float
+input, integer codes in the IR, or an accumulator with the float ops after it (qonnx_values).
 
 A quantizer after a Tail becomes a MultiThreshold whose thresholds are found
 by *evaluating* the tail and the quantizer with the executor's own kernels on

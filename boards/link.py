@@ -21,6 +21,31 @@ from qloom.compiler.errors import ToolFailure
 
 SYNC_IN = 0xA5
 SYNC_OUT = 0x5A
+SYNC_TEST = 0xB5
+SYNC_TEST_OUT = 0x5B
+
+
+def pattern_beats(width: int, n: int) -> list[int]:
+    """The input beats of the board top's test-pattern mode: an LFSR of max(width, 2) bits from 1,
+    shifting right with bit 0 ^ bit 1 coming in at the top, one step per beat; a beat is its low
+    `width` bits (any bit pattern is a valid beat of every element type)."""
+    w = max(int(width), 2)
+    x, out = 1, []
+    for _ in range(n):
+        out.append(x & ((1 << width) - 1))
+        x = (x >> 1) | (((x ^ (x >> 1)) & 1) << (w - 1))
+    return out
+
+
+def checksum(beats, width: int) -> int:
+    """The board's output checksum: c = rotl32(c, 1) ^ (the beat's 32-bit chunks XORed), from 0."""
+    c = 0
+    for b in beats:
+        fold = 0
+        for k in range(0, max(int(width), 1), 32):
+            fold ^= (int(b) >> k) & 0xFFFFFFFF
+        c = (((c << 1) | (c >> 31)) & 0xFFFFFFFF) ^ fold
+    return c
 
 
 class LinkError(ToolFailure):
@@ -31,15 +56,16 @@ class Link:
     """Frames to a board running a qloom UART top, results back.
 
     port: serial-port-like (write(bytes), read(n) -> bytes; a short or empty read means timeout).
-    manifest: the build dir's manifest.json as a dict, or the build dir (or manifest path).
+    manifest: the build dir's manifest.json as a dict, or the build dir (or manifest path), or an
+      object with the two builddir.Port attributes `input` and `output`.
     window: frames sent ahead of the results read (the board buffers about one input
     frame per FIFO; 2 is safe for every qloom accelerator).
     max_skip: bytes tolerated before a result's 0x5A before giving up.
     """
 
     def __init__(self, port, manifest, window: int = 2, max_skip: int = 64):
-        if isinstance(manifest, builddir.Manifest):
-            pass
+        if isinstance(manifest, builddir.Manifest) or (hasattr(manifest, "input") and hasattr(manifest, "output")):
+            pass                  # a Manifest, or anything with its two Ports
         elif isinstance(manifest, dict):
             manifest = builddir.Manifest.from_dict(manifest)
         else:
@@ -115,3 +141,38 @@ class Link:
         return np.stack(out) if out else np.zeros((0,) + self.output.frame_shape, dtype=np.int64)
 
     __call__ = infer
+
+    # ------------------------------------------------------------ test-pattern mode
+    def pattern_frames(self, frames: int) -> np.ndarray:
+        """The input frames (integer codes, batch first) the board's test-pattern mode sends."""
+        beats = pattern_beats(self.input.width, frames * self.input.beats_per_frame)
+        return self.input.unpack(beats).reshape((frames,) + tuple(self.input.frame_shape))
+
+    def expected_checksum(self, outputs) -> int:
+        """The checksum of result frames (batch first) as the board computes it."""
+        outputs = np.asarray(outputs)
+        return checksum(self.output.pack(outputs.reshape(len(outputs), -1)), self.output.width)
+
+    def benchmark(self, frames: int, reference=None, clock_hz: float | None = None) -> dict:
+        """Run `frames` frames from the board's on-chip test pattern (the line carries only the command
+        and the 9-byte report). reference: a function from input frames to result frames (e.g.
+        Accelerator.reference) to check the output checksum. Returns frames, cycles, checksum,
+        ok (None without reference) and frames_per_second (with clock_hz, the board's clock)."""
+        if not 0 <= frames < 2 ** 32:
+            raise ValueError(f"frames must be in 0..2**32-1, got {frames}")
+        self.port.write(bytes([SYNC_TEST]) + int(frames).to_bytes(4, "little"))
+        flush = getattr(self.port, "flush", None)
+        if flush is not None:
+            flush()
+        skipped = 0
+        while self._read_exact(1)[0] != SYNC_TEST_OUT:
+            skipped += 1
+            if skipped > self.max_skip:
+                raise LinkError(f"no test report sync byte 0x{SYNC_TEST_OUT:02X} in {skipped} bytes")
+        rep = self._read_exact(8)
+        cycles, got = int.from_bytes(rep[:4], "little"), int.from_bytes(rep[4:], "little")
+        ok = None
+        if reference is not None:
+            ok = got == self.expected_checksum(reference(self.pattern_frames(frames)))
+        return {"frames": frames, "cycles": cycles, "checksum": got, "ok": ok,
+                "frames_per_second": frames * clock_hz / cycles if clock_hz and cycles else None}

@@ -72,7 +72,8 @@ def synthesize(source, board: str = "icebreaker", *, out_dir=None, folding: dict
     """Synthesise a build dir / Graph / Accelerator for `board` (icebreaker, ulx3s, generic).
 
     out_dir: where the tools run (default <build dir>/synth-<board>). timeout: seconds for
-    the whole tool flow (P&R is killed past it). baud: the UART rate (default 115200).
+    the whole tool flow (P&R is killed past it). baud: the UART rate (default: the fastest the
+    board's USB bridge takes, BOARDS[board]['baud']: 3 Mbaud on the iCEBreaker, 1 Mbaud on the ULX3S).
     Returns a dict: device, luts, ffs, brams, dsps, io, capacity, fmax_mhz, clock_mhz,
     bitstream, utilization, seconds, notes, estimate, ii, frames_per_second (at Fmax) ...;
     generic: cells, cells_by_type, transistors, memory_bits, netlist.
@@ -88,7 +89,8 @@ def synthesize(source, board: str = "icebreaker", *, out_dir=None, folding: dict
     if board == "generic":
         res = generic_flow(bdir, manifest, out, timeout, progress)
     else:
-        res = fpga_flow(bdir, manifest, graph, out, board, timeout, baud or DEFAULT_BAUD, seed, progress)
+        res = fpga_flow(bdir, manifest, graph, out, board, timeout, baud or BOARDS[board].get("baud", DEFAULT_BAUD),
+                        seed, progress)
     ii = manifest.ii_estimate
     res.update(build_dir=str(bdir), ii=ii, latency=manifest.latency_estimate,
                estimate=manifest.resources_estimate, wall_seconds=time.perf_counter() - t0)

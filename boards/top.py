@@ -11,6 +11,12 @@ Framing (bytes, 8N1):
                   ceil(width/8) bytes, least significant byte first.
   board -> host:  0x5A, then the output frame, packed the same way.
 Beats are the manifest's stream beats (element 0 in the least significant bits).
+Test-pattern mode (measures the accelerator on the board, without the line's limits):
+  host -> board:  0xB5, then N (4 bytes, least significant first): N frames of
+                  input beats come from an on-chip LFSR (link.pattern_beats), the
+                  outputs go into a checksum (link.checksum) instead of the line.
+  board -> host:  0x5B, then the cycles from the first input beat to the last
+                  output beat (4 bytes), then the checksum (4 bytes).
 Bytes before a 0xA5 are ignored. A pause longer than `idle_timeout` cycles
 inside a frame resets the accelerator and the framers (the partial frame and
 every frame in flight are dropped) and sets `error`. A beat that completes
@@ -24,13 +30,15 @@ from __future__ import annotations
 
 from amaranth.hdl import ClockDomain, ClockSignal, Cat, DomainRenamer, Elaboratable, Instance, Module, \
     ResetSignal, Signal
-from amaranth.lib import io, wiring
+from amaranth.lib import fifo, io, wiring
 from amaranth.lib.wiring import In, Out
 
 from .uart import UARTRx, UARTTx, divisor_for
 
 SYNC_IN = 0xA5
 SYNC_OUT = 0x5A
+SYNC_TEST = 0xB5           # host -> board: run N frames from the on-chip test pattern (4 bytes N follow)
+SYNC_TEST_OUT = 0x5B       # board -> host: cycles (4 bytes) and the output checksum (4 bytes)
 DEFAULT_BAUD = 115200
 SIM_DIVISOR = 4            # cycles per bit in simulation (the fastest the UART allows)
 
@@ -63,26 +71,34 @@ class UARTAccelTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         soft = Signal()                                    # timeout: reset everything in "core"
+        core_rst = Signal(init=1)      # a register alone drives the core's reset net: 1 in reset, then `soft`
+        m.d.sync += core_rst.eq(soft)
         m.domains.core = cd = ClockDomain("core", local=True)
-        m.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(ResetSignal("sync", allow_reset_less=True) | soft)]
+        m.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(core_rst)]
         core = DomainRenamer({"sync": "core"})
         m.submodules.uart_rx = urx = core(UARTRx(self.divisor))
         m.submodules.uart_tx = utx = core(UARTTx(self.divisor))
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
 
         i_payload, i_valid, i_ready = Signal(self.win), Signal(), Signal()
-        o_payload, o_valid, o_ready = Signal(self.wout), Signal(), Signal()
+        a_payload, a_valid, a_ready = Signal(self.wout), Signal(), Signal()   # the accelerator's output
         if self.dut is None:
             pin, pout = self.ports["input"], self.ports["output"]
             m.submodules.accel = Instance(
                 self.top_name, i_clk=ClockSignal("core"), i_rst=ResetSignal("core"),
                 **{f"i_{pin['payload']}": i_payload, f"i_{pin['valid']}": i_valid, f"o_{pin['ready']}": i_ready,
-                   f"o_{pout['payload']}": o_payload, f"o_{pout['valid']}": o_valid, f"i_{pout['ready']}": o_ready})
+                   f"o_{pout['payload']}": a_payload, f"o_{pout['valid']}": a_valid, f"i_{pout['ready']}": a_ready})
         else:
             d = self.dut
             m.submodules.accel = core(d)
             m.d.comb += [d.i.payload.as_value().eq(i_payload), d.i.valid.eq(i_valid), i_ready.eq(d.i.ready),
-                         o_payload.eq(d.o.payload.as_value()), o_valid.eq(d.o.valid), d.o.ready.eq(o_ready)]
+                         a_payload.eq(d.o.payload.as_value()), a_valid.eq(d.o.valid), d.o.ready.eq(a_ready)]
+        # a 2-beat FIFO after the accelerator: its ready is a register, so the transmitter's state never
+        # reaches into the accelerator's stall logic
+        m.submodules.out_fifo = ofifo = core(fifo.SyncFIFO(width=self.wout, depth=2))
+        o_payload, o_valid, o_ready = Signal(self.wout), Signal(), Signal()
+        m.d.comb += [ofifo.w_data.eq(a_payload), ofifo.w_en.eq(a_valid), a_ready.eq(ofifo.w_rdy),
+                     o_payload.eq(ofifo.r_data), o_valid.eq(ofifo.r_rdy), ofifo.r_en.eq(o_ready)]
 
         # ---- receive: sync byte, then bytes -> beats -> accelerator input
         bin_b = nbytes(self.win)
@@ -92,14 +108,27 @@ class UARTAccelTop(wiring.Component):
         in_frame = Signal()
         hold, hold_valid = Signal(self.win), Signal()
         overrun = Signal()
-        m.d.comb += [i_payload.eq(hold), i_valid.eq(hold_valid)]
-        with m.If(i_valid & i_ready):
+        cmd, cmd_i, test_n, go = Signal(), Signal(2), Signal(32), Signal()     # a test command's count bytes
+        test = self._test_pattern(m, i_payload, i_valid, i_ready, o_payload, o_valid, o_ready, test_n)
+        m.d.comb += test.start.eq(go)
+        m.d.core += go.eq(0)
+        with m.If(test.run):
+            m.d.comb += [i_payload.eq(test.beat), i_valid.eq(test.beat_valid)]
+        with m.Else():
+            m.d.comb += [i_payload.eq(hold), i_valid.eq(hold_valid)]
+        with m.If(i_valid & i_ready & ~test.run):
             m.d.core += hold_valid.eq(0)
         new = Cat(shreg[8:], urx.o.payload)
         with m.If(urx.o.valid):
-            with m.If(~in_frame):
+            with m.If(cmd):
+                m.d.core += [test_n.eq(Cat(test_n[8:], urx.o.payload)), cmd_i.eq(cmd_i + 1)]
+                with m.If(cmd_i == 3):
+                    m.d.core += [cmd.eq(0), go.eq(1)]        # the test starts once test_n has its last byte
+            with m.Elif(~in_frame):
                 with m.If(urx.o.payload == SYNC_IN):
                     m.d.core += [in_frame.eq(1), byte_i.eq(0), beat_i.eq(0)]
+                with m.Elif((urx.o.payload == SYNC_TEST) & ~test.run & ~hold_valid):
+                    m.d.core += [cmd.eq(1), cmd_i.eq(0)]
             with m.Else():
                 m.d.core += shreg.eq(new)
                 with m.If(byte_i == bin_b - 1):
@@ -120,15 +149,30 @@ class UARTAccelTop(wiring.Component):
         obuf = Signal(8 * bout_b)
         obyte = Signal(range(max(bout_b, 2)))
         obeat = Signal(range(max(self.bout, 2)))
+        report = Signal(64)                 # the test's cycles and checksum, sent least significant first
+        rbyte = Signal(range(8))
         with m.FSM(domain="core"):
             with m.State("IDLE"):
                 m.d.comb += o_ready.eq(1)
-                with m.If(o_valid):
+                with m.If(test.done):
+                    m.d.core += [report.eq(Cat(test.cycles, test.checksum)), rbyte.eq(0), test.done.eq(0)]
+                    m.next = "TSYNC"
+                with m.Elif(o_valid & ~test.run):
                     m.d.core += [obuf.eq(o_payload), obyte.eq(0)]
                     with m.If(obeat == 0):
                         m.next = "SYNC"
                     with m.Else():
                         m.next = "BYTES"
+            with m.State("TSYNC"):
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(SYNC_TEST_OUT)]
+                with m.If(utx.i.ready):
+                    m.next = "TBYTES"
+            with m.State("TBYTES"):
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(report[:8])]
+                with m.If(utx.i.ready):
+                    m.d.core += [report.eq(report >> 8), rbyte.eq(rbyte + 1)]
+                    with m.If(rbyte == 7):
+                        m.next = "IDLE"
             with m.State("SYNC"):
                 m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(SYNC_OUT)]
                 with m.If(utx.i.ready):
@@ -161,10 +205,61 @@ class UARTAccelTop(wiring.Component):
         return m
 
 
+    def _test_pattern(self, m, i_payload, i_valid, i_ready, o_payload, o_valid, o_ready, test_n):
+        """The test-pattern source and output checker (see the module docstring); returns its signals:
+        start (in), run, beat, beat_valid, done (the report waits: cleared by the transmitter), cycles,
+        checksum. Outputs count when they are taken (o_ready comes from the transmitter, idle in a test)."""
+        class T:
+            pass
+        t = T()
+        w = max(self.win, 2)
+        t.start, t.run, t.done = Signal(), Signal(), Signal()
+        t.beat, t.beat_valid = Signal(self.win), Signal()
+        t.cycles, t.checksum = Signal(32), Signal(32)
+        lfsr = Signal(w, init=1)
+        frames_in, frames_out = Signal(32), Signal(32)        # frames still to send / to receive
+        in_last, out_last = Signal(), Signal()                # registered: frames_in / frames_out == 1
+        bi = Signal(range(max(self.bin, 2)))
+        bo = Signal(range(max(self.bout, 2)))
+        counting = Signal()
+        take, got = Signal(), Signal()
+        m.d.comb += [t.beat.eq(lfsr[:self.win]), take.eq(t.run & i_valid & i_ready),
+                     got.eq(t.run & o_valid & o_ready)]
+        # every decision is a register or one gate from registers: the test logic never limits Fmax
+        with m.If(t.start):
+            m.d.core += [t.run.eq(test_n != 0), t.done.eq(test_n == 0), t.beat_valid.eq(test_n != 0),
+                         frames_in.eq(test_n), frames_out.eq(test_n), in_last.eq(test_n == 1),
+                         out_last.eq(test_n == 1), lfsr.eq(1), bi.eq(0), bo.eq(0), t.cycles.eq(0),
+                         t.checksum.eq(0), counting.eq(0)]
+        with m.If(take):
+            m.d.core += [lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[1])), counting.eq(1)]
+            with m.If(bi == self.bin - 1):
+                m.d.core += [bi.eq(0), frames_in.eq(frames_in - 1), in_last.eq(frames_in == 2)]
+                with m.If(in_last):
+                    m.d.core += t.beat_valid.eq(0)
+            with m.Else():
+                m.d.core += bi.eq(bi + 1)
+        with m.If(t.run & (counting | take)):
+            m.d.core += t.cycles.eq(t.cycles + 1)
+        with m.If(got):                    # the transmitter gives o_ready in IDLE, and stays there
+            chunks = [o_payload[k:k + 32] for k in range(0, self.wout, 32)]
+            fold = chunks[0]
+            for c in chunks[1:]:
+                fold = fold ^ c
+            m.d.core += t.checksum.eq(Cat(t.checksum[31], t.checksum[:31]) ^ fold)
+            with m.If(bo == self.bout - 1):
+                m.d.core += [bo.eq(0), frames_out.eq(frames_out - 1), out_last.eq(frames_out == 2)]
+                with m.If(out_last):
+                    m.d.core += [t.run.eq(0), t.done.eq(1)]
+            with m.Else():
+                m.d.core += bo.eq(bo + 1)
+        return t
+
+
 class BoardTop(Elaboratable):
     """UARTAccelTop on an amaranth-boards platform (default clock, UART 0, LED 0 = error/overrun)."""
 
-    def __init__(self, ports: dict, *, top: str | None = None, dut=None, baud: int = DEFAULT_BAUD,
+    def __init__(self, ports: dict, *, top: str | None = None, dut=None, baud: int | None = None,
                  idle_timeout_s: float = 0.1):
         self.ports, self.top, self.dut, self.baud, self.idle_timeout_s = ports, top, dut, baud, idle_timeout_s
         self.divisor = None
@@ -172,7 +267,7 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         clk_hz = platform.default_clk_frequency
-        self.divisor = divisor_for(clk_hz, self.baud)
+        self.divisor = divisor_for(clk_hz, self.baud or DEFAULT_BAUD)
         m.submodules.link = link = UARTAccelTop(self.ports, top=self.top, dut=self.dut, divisor=self.divisor,
                                                 idle_timeout=int(clk_hz * self.idle_timeout_s))
         uart = platform.request("uart", 0, dir="-")

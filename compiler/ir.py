@@ -385,9 +385,68 @@ class ArgMax(Node):
         return TensorType((1,), int_type_for(0, max(x.shape[0] - 1, 0)))
 
 
+@dataclass(eq=False)
+class Add(Node):
+    """out = coeffs[0] * a + coeffs[1] * b, element by element, exact (a residual add).
+
+    The two inputs have the same shape; Bipolar inputs count as -1/+1. The integer
+    coefficients put both inputs in one unit (the front end uses powers of two: the
+    ratio of the two branches' scales); the output type holds every possible sum.
+    """
+    coeffs: tuple = (1, 1)
+    kind = "Add"
+
+    def __post_init__(self):
+        c = tuple(self.coeffs)
+        if len(c) != 2 or any(int(v) != v or int(v) == 0 for v in c):
+            raise IRError(f"Add '{self.name}': coeffs must be two nonzero integers, got {self.coeffs!r}")
+        self.coeffs = tuple(int(v) for v in c)
+
+    def bounds(self, dtypes) -> tuple[int, int]:
+        """The least and greatest sum over all inputs of the types `dtypes`."""
+        ends = [sorted((k * d.min, k * d.max)) for k, d in zip(self.coeffs, dtypes)]
+        return sum(e[0] for e in ends), sum(e[1] for e in ends)
+
+    def infer(self, ins):
+        self._need(ins, 2)
+        a, b = ins
+        if a.shape != b.shape:
+            self._fail(f"inputs have shapes {a.shape} and {b.shape}; an elementwise add needs equal shapes")
+        return TensorType(a.shape, int_type_for(*self.bounds([a.dtype, b.dtype])))
+
+    def attrs(self):
+        return {"coeffs": self.coeffs}
+
+
+@dataclass(eq=False)
+class Concat(Node):
+    """Concatenation along the last (channel) axis of two or more tensors.
+
+    The other axes must match. The output type is the inputs' type when they all
+    share it, else the narrowest Int that holds every input value (Bipolar as -1/+1).
+    """
+    kind = "Concat"
+
+    def infer(self, ins):
+        if len(ins) < 2:
+            self._fail(f"expects 2 or more inputs, got {len(ins)}")
+        lead = ins[0].shape[:-1]
+        for k, t in enumerate(ins):
+            if len(t.shape) != len(ins[0].shape) or t.shape[:-1] != lead:
+                self._fail(f"input {k} has shape {t.shape}, input 0 has {ins[0].shape}; all axes but the "
+                           f"last (channels) must match")
+        dtypes = {t.dtype for t in ins}
+        dtype = ins[0].dtype if len(dtypes) == 1 else \
+            int_type_for(min(d.min for d in dtypes), max(d.max for d in dtypes))
+        return TensorType(lead + (sum(t.shape[-1] for t in ins),), dtype)
+
+
 @dataclass
 class Graph:
-    """Nodes in topological order, one graph input and one graph output."""
+    """A DAG of nodes in topological order, one graph input and one graph output.
+
+    A tensor may feed several nodes (a residual branch, a concatenation); `consumers`
+    gives them. A graph where every tensor feeds at most one node is a chain."""
     input: str
     input_type: TensorType
     nodes: list[Node]
@@ -430,6 +489,25 @@ class Graph:
                 return n
         return None
 
+    def consumers(self) -> dict[str, list[Node]]:
+        """Every tensor's consuming nodes, in graph order (a node that reads a tensor twice is listed twice)."""
+        out = {self.input: []}
+        for n in self.nodes:
+            out.setdefault(n.output, [])
+            for t in n.inputs:
+                out.setdefault(t, []).append(n)
+        return out
+
+    @property
+    def is_chain(self) -> bool:
+        """Every node reads the previous node's output (the graph input for the first)."""
+        prev = self.input
+        for n in self.nodes:
+            if n.inputs != [prev]:
+                return False
+            prev = n.output
+        return prev == self.output
+
     def hash(self) -> str:
         """A digest of everything that defines the computation."""
         h = hashlib.sha256()
@@ -444,20 +522,28 @@ class Graph:
     def summary(self) -> str:
         types = self.validate()
         lines = [f"graph {self.name}: input {self.input} {self.input_type}"]
+        prev = self.input
         for n in self.nodes:
             extra = ""
             if isinstance(n, Dense):
                 extra = f" W{n.weight.shape[0]}x{n.weight.shape[1]}:{n.wtype}"
+            elif isinstance(n, Conv2d) and n.groups > 1:
+                extra = f" groups={n.groups}"
             elif isinstance(n, MultiThreshold):
                 extra = f" T{n.thresholds.shape[0]}x{n.thresholds.shape[1]}"
-            lines.append(f"  {n.kind:<15}{n.name:<16}-> {n.output} {types[n.output]}{extra}")
+            elif isinstance(n, Add):
+                extra = f" coeffs={n.coeffs}"
+            # a DAG: name the inputs wherever a node does not just read the previous node's output
+            src = "" if n.inputs == [prev] else f"({', '.join(n.inputs)}) "
+            lines.append(f"  {n.kind:<15}{n.name:<16}{src}-> {n.output} {types[n.output]}{extra}")
+            prev = n.output
         return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- saving graphs (no pickle)
 
 NODE_KINDS = {cls.kind: cls for cls in (Dense, Conv2d, MultiThreshold, Requantize, MaxPool2d, SumPool,
-                                        Flatten, ArgMax)}
+                                        Flatten, ArgMax, Add, Concat)}
 
 
 def parse_type(s: str) -> ElemType:

@@ -65,6 +65,11 @@ class QTensor:
     def dim(self):
         return self.value.dim()
 
+    def __add__(self, other):
+        return quant_add(self, other)
+
+    __radd__ = __add__
+
     def __repr__(self):
         scale = float(torch.as_tensor(self.scale).detach())
         return f"QTensor({self.qtype}, shape={tuple(self.shape)}, scale={scale:.6g})"
@@ -83,6 +88,10 @@ class QTensor:
                            qt.scale, qt.zero_point, qt.qtype)
         if func in (F.avg_pool2d, F.adaptive_avg_pool2d) and args[0].code is not None:
             return _avg_pool_eval(func, *args, **kwargs)
+        if func is torch.add and len(args) == 2 and not kwargs:
+            return quant_add(*args)
+        if func is torch.cat:
+            return quant_cat(*args, **kwargs)
         if func in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
             qt = args[0]
             training = kwargs.get("training", args[2] if len(args) > 2 else True)
@@ -133,6 +142,75 @@ def _avg_pool_eval(func, qt, *args, **kwargs):
     code = (qt.code - qt.zero_point).to(torch.float64)
     acc = F.avg_pool2d(code, k, st, divisor_override=1)          # exact integer window sums
     return PoolTail(k[0] * k[1]).acc_to_float(acc, qt.scale)
+
+
+def add_units(sa, sb, what: str = "add") -> tuple[torch.Tensor, int, int]:
+    """(unit, ka, kb) with sa = ka * unit and sb = kb * unit exactly: the smaller scale and the two
+    integer multipliers (powers of two) that put two quantized tensors in one unit.
+
+    Refused (QuantError) unless the two per-tensor scales differ by a power of two: only then is
+    the sum an integer multiple of one unit, which the hardware can add exactly."""
+    fa, fb = float(torch.as_tensor(sa).detach()), float(torch.as_tensor(sb).detach())
+    (ma, ea), (mb, eb) = math.frexp(fa), math.frexp(fb)
+    if ma != mb or abs(ea - eb) > 24:
+        raise QuantError(f"{what}: the two inputs have scales {fa:.8g} and {fb:.8g}, whose ratio {fa / fb:.8g} is "
+                         f"not a power of two (up to 2**24), so their sum is no integer in one unit; quantize "
+                         f"both branches with the same quantizer module, or give their quantizers "
+                         f"scale='pow2' (QuantAct(..., scale='pow2'))")
+    unit = torch.as_tensor(sa if ea <= eb else sb).detach().to(torch.float32)
+    return unit, 1 << max(ea - eb, 0), 1 << max(eb - ea, 0)
+
+
+def quant_add(a, b, what: str = "add"):
+    """a + b for two QTensors (a residual add); a float tensor, like a layer's output.
+
+    Eval mode: the exact integer sum S = ka * (code_a - zp_a) + kb * (code_b - zp_b) in the
+    common unit (add_units), then S * unit rounded to float32 once, so the result is a
+    function of S (the front end lowers it to an ir.Add and thresholds the float tail after
+    it). Training: the sum of the fake-quantized values."""
+    for k, t in enumerate((a, b)):
+        if not isinstance(t, QTensor):
+            raise QuantError(f"{what}: input {k} is an unquantized {type(t).__name__}; a residual add takes two "
+                             f"quantized tensors (put a QuantAct or BinaryAct on that branch before the add)")
+    if a.code is None or b.code is None:          # training (a quantizer shared by both branches may still move)
+        return a.value + b.value
+    unit, ka, kb = add_units(a.scale, b.scale, what)
+    s = ka * (a.code - a.zero_point) + kb * (b.code - b.zero_point)
+    return PoolTail(1).acc_to_float(s, unit)
+
+
+def quant_cat(tensors, dim=0, **kwargs):
+    """torch.cat of QTensors along the channel axis (dim 1): one scale and zero point required, so the
+    codes keep their meaning; the result is a QTensor of the type that holds every input's codes."""
+    ts = list(tensors)
+    if not all(isinstance(t, QTensor) for t in ts):
+        raise QuantError("torch.cat: concatenate only quantized tensors (all QTensors) or only floats")
+    if dim % ts[0].dim() != 1:
+        raise QuantError(f"torch.cat: only concatenation along the channel axis (dim=1) is supported, got dim={dim}")
+    s0 = float(torch.as_tensor(ts[0].scale).detach())
+    for k, t in enumerate(ts[1:] if all(t.code is not None for t in ts) else [], 1):   # eval: codes must agree
+        s = float(torch.as_tensor(t.scale).detach())
+        if s != s0 or t.zero_point != ts[0].zero_point:
+            raise QuantError(f"torch.cat: input {k} has scale {s:.8g} and zero point {t.zero_point}, input 0 has "
+                             f"{s0:.8g} and {ts[0].zero_point}; concatenated codes need one scale: quantize the "
+                             f"branches with the same quantizer module")
+    qtypes = {t.qtype for t in ts}
+    qtype = ts[0].qtype if len(qtypes) == 1 else ir.int_type_for(min(q.min for q in qtypes),
+                                                                   max(q.max for q in qtypes))
+    codes = None if any(t.code is None for t in ts) else torch.cat([t.code for t in ts], dim, **kwargs)
+    return QTensor(torch.cat([t.value for t in ts], dim, **kwargs), codes, ts[0].scale, ts[0].zero_point, qtype)
+
+
+class QuantAdd(nn.Module):
+    """A residual add of two quantized tensors: `QuantAdd()(a, b)` is `a + b` (see quant_add).
+
+    The scales of a and b must differ by a power of two (equal included): quantize both
+    branches with scale='pow2' quantizers, or with the same quantizer module. The output is
+    a float, like a layer's: batch norm / ReLU may follow, then a QuantAct or BinaryAct,
+    whose thresholds the front end finds by evaluating that float tail on the exact sum."""
+
+    def forward(self, a, b):
+        return quant_add(a, b, what="QuantAdd")
 
 
 def as_value(x):
@@ -414,10 +492,13 @@ class QuantAct(nn.Module):
     """
 
     def __init__(self, bits: int = 4, signed: bool = False, max_val: float = 4.0,
-                 learnable: bool = True, momentum: float = 0.1):
+                 learnable: bool = True, momentum: float = 0.1, scale: str = "float"):
         super().__init__()
         if not (isinstance(bits, int) and 1 <= bits <= 16):
             raise QuantError(f"QuantAct: bits must be an integer in 1..16, got {bits!r}")
+        if scale not in ("float", "pow2"):
+            raise QuantError(f"QuantAct: scale must be 'float' or 'pow2', got {scale!r}")
+        self.scale_mode = scale
         if signed and bits < 2:
             raise QuantError("QuantAct: a signed quantizer needs at least 2 bits (use BinaryAct for ±1)")
         self.qtype = ir.Int(bits, signed)
@@ -430,7 +511,10 @@ class QuantAct(nn.Module):
             self.register_buffer("max_val", init)
 
     def scale(self) -> torch.Tensor:
-        return (self.max_val.abs() + 1e-8) / self.qmax
+        s = (self.max_val.abs() + 1e-8) / self.qmax
+        if getattr(self, "scale_mode", "float") == "pow2":      # a power of two (up: nothing clips more)
+            s = _ste(round_pow2(s.detach(), up=True), s)
+        return s
 
     def codes(self, y: torch.Tensor) -> torch.Tensor:
         """Integer codes of the float tensor y (the exact eval-mode function)."""
@@ -452,7 +536,8 @@ class QuantAct(nn.Module):
         return QTensor(code.to(torch.float32) * s, code, s, 0, self.qtype)
 
     def extra_repr(self):
-        return f"{self.qtype}, max_val={float(self.max_val.detach()):.4g}, learnable={self.learnable}"
+        pow2 = ", scale=pow2" if getattr(self, "scale_mode", "float") == "pow2" else ""
+        return f"{self.qtype}, max_val={float(self.max_val.detach()):.4g}, learnable={self.learnable}{pow2}"
 
 
 class BinaryAct(nn.Module):

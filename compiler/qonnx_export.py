@@ -16,6 +16,8 @@ H, W, C) and at a map output.
 | SumPool        | depthwise Conv of ones (an exact sum; AveragePool would round)            |
 | Flatten        | Transpose to channels-last, Flatten                                       |
 | ArgMax         | ArgMax (axis 1, keepdims, first index on ties)                            |
+| Add            | Mul by each integer coefficient (where not 1), Add                        |
+| Concat         | Concat along channels (axis 1 of NCHW maps, of vectors)                    |
 
 Every MatMul/Conv whose accumulator bound reaches 2**24 runs in float64
 (Cast nodes around it), so every sum stays exact. Tensors holding codes carry
@@ -113,6 +115,14 @@ class _Writer:
         return self.node("Conv", [x, ones], n.name, kernel_shape=list(n.kernel), strides=list(n.stride),
                          pads=[0, 0, 0, 0], group=c, dilations=[1, 1])
 
+    def add(self, n: ir.Add, xs):
+        """coeffs[0] * a + coeffs[1] * b: Mul by the integer constants, Add (exact: codes are small)."""
+        if any(x in self.wide for x in xs):
+            raise QuantError(f"write_qonnx: Add '{n.name}' adds accumulators past 2**24; only codes are supported")
+        terms = [x if c == 1 else self.node("Mul", [x, self.init(n.name + "_coeff", np.float32(c))], n.name + "_mul")
+                 for x, c in zip(xs, n.coeffs)]
+        return self.node("Add", terms, n.name)
+
     def mark(self, tensor, wide):
         if wide:
             self.wide.add(tensor)
@@ -188,6 +198,10 @@ class _Writer:
                 y = self.mark(self.node("Flatten", [src], n.name, axis=1), x in self.wide)
             elif isinstance(n, ir.ArgMax):
                 y = self.node("ArgMax", [x], n.name, axis=1, keepdims=1, select_last_index=0)
+            elif isinstance(n, ir.Add):
+                y = self.add(n, [self.nchw[t] for t in n.inputs])
+            elif isinstance(n, ir.Concat):
+                y = self.node("Concat", [self.nchw[t] for t in n.inputs], n.name, axis=1)   # channels, NCHW
             else:
                 raise QuantError(f"write_qonnx: {n.kind} '{n.name}' has no QONNX form yet")
             self.nchw[n.output] = y

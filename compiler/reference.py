@@ -118,6 +118,16 @@ def _argmax(node, x, in_type):
     return np.argmax(x, axis=1).reshape(-1, 1)  # numpy returns the first maximum
 
 
+def _add(node, a, b, ta, tb):
+    # int64 is exact: the IR bounds every sum by the input types (at most 64-bit outputs)
+    return node.coeffs[0] * a + node.coeffs[1] * b
+
+
+def _concat(node, *args):
+    xs = args[:len(args) // 2]            # the inputs, then their types
+    return np.concatenate(xs, axis=-1)
+
+
 OPS = {
     ir.Dense: _dense,
     ir.Conv2d: _conv2d,
@@ -127,6 +137,8 @@ OPS = {
     ir.Requantize: _requantize,
     ir.Flatten: _flatten,
     ir.ArgMax: _argmax,
+    ir.Add: _add,
+    ir.Concat: _concat,
 }
 
 

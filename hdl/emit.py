@@ -7,6 +7,8 @@ the same way.
 """
 from __future__ import annotations
 
+import re
+
 from amaranth.back import rtlil
 
 TIMESCALE = "`timescale 1ns/1ps\n"
@@ -20,10 +22,20 @@ def _yosys():
     return find_yosys(lambda ver: ver >= (0, 40))
 
 
+_ATTR = re.compile(r"\(\*((?:(?!\*\)).)*)\*\)[ \t]*\n?[ \t]*")
+KEPT_ATTRS = ("rom_style", "ram_style")      # memory mapping the kernels chose (block RAM, LUTs, ...)
+
+
+def _keep_attrs(v: str) -> str:
+    """Drop every Verilog attribute but the memories' rom_style/ram_style."""
+    return _ATTR.sub(lambda mo: mo.group(0) if any(a in mo.group(1) for a in KEPT_ATTRS) else "", v)
+
+
 def rtlil_to_verilog(il: str) -> str:
-    """Verilog (with a timescale) for RTLIL text: Yosys `proc` then write_verilog."""
-    script = f"read_rtlil <<rtlil\n{il}\nrtlil\nproc\nopt_clean\nwrite_verilog -norename -noattr\n"
-    return TIMESCALE + _yosys().run(["-q", "-"], script)
+    """Verilog (with a timescale) for RTLIL text: Yosys `proc` then write_verilog, attributes dropped
+    except the memories' rom_style/ram_style (so board synthesis maps them as the estimate says)."""
+    script = f"read_rtlil <<rtlil\n{il}\nrtlil\nproc\nopt_clean\nwrite_verilog -norename\n"
+    return TIMESCALE + _keep_attrs(_yosys().run(["-q", "-"], script))
 
 
 def verilog(component, name: str) -> str:

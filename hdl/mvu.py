@@ -1,72 +1,133 @@
 """MatrixVectorUnit: a folded Dense layer, acc = W @ x, between two streams.
 
 Folding: K inputs arrive as SF = K/SIMD beats of SIMD elements; N outputs leave
-as NF = N/PE beats of PE accumulators. Each cycle the unit multiplies one
-SIMD-wide slice of x by the matching slice of PE weight rows, so a vector takes
-exactly NF*SF cycles (the II). The first neuron fold (nf = 0) takes x from the
-stream and stores it; the other NF-1 folds replay it from the input buffer.
+as NF = N/PE beats of PE accumulators (or PE bipolar bits with fused thresholds).
+Each cycle the unit multiplies one SIMD-wide slice of x by the matching slice of
+PE weight rows, so a vector takes exactly NF*SF cycles (the II).
 
-Pipeline (one global stall, released whenever the output register is free):
-  S0  fold counters; ROM and buffer read addresses; the input beat is taken
-  S1  ROM word and x slice -> SIMD lane terms -> adder tree -> partial sum register
-  S2  accumulate; the accumulator is the output register (o.valid on the last slice)
-Latency: the first output beat is valid SF+2 cycles after the first input beat
-is accepted (attribute `latency`).
+The input vector goes into an InputBuffer (hdl/inbuf.py) that plays it back once
+per neuron fold; its first pass follows the input beat by beat. The weights of all
+PEs are one memory (word nf*SF + sf holds the PE*SIMD weights of that step), read
+in step with the buffer, so a wide folding packs block RAMs by total width.
+
+Pipeline (one global stall, released whenever the output FIFO has room); every
+stage is a register, so the longest path is one memory read, one lane of logic or
+one adder:
+  issue   buffer and weight memory addresses (the buffer decides when)
+  read    buffer beat x and weight word w (synchronous reads) [+1 with mem_reg]
+  lanes   per PE, the lane terms of w and x, summed in pairs
+  tree    a 2-input adder per level, registered (ceil(log2(ceil(SIMD/2))) levels)
+  [fix]   2*part - sum(x) for bipolar weights on integer inputs
+  acc     acc = init + sum over the SF slices
+  out     a 2-beat FIFO: the stall comes from its level, a register, not from the next stage's ready
+Latency: the first output beat is valid `latency` = SF + `depth` cycles after the
+first input beat is accepted (depth: cycles from a beat's issue to its output).
 
 The lane arithmetic follows the element types (all exact):
-  Bipolar x Bipolar  XNOR-popcount: sum = 2*popcount(xnor) - SIMD
-  Bipolar w x Int x  add/subtract
-  ternary w x Int x  add/subtract/skip (Int weights that are all in {-1, 0, 1})
-  Int w x Bipolar x  +-w
-  Int w x Int x      multiply
+  Bipolar w, Bipolar x   XNOR-popcount: acc = 2*popcount - K; lanes pair their XNORs
+                         into 2-bit counts before the adder tree
+  Bipolar w, Int x       acc = 2*sum_{w=+1} x - sum x: per PE, a pair of lanes selects
+                         0, x0, x1 or x0+x1 (x0+x1 and sum x are computed once, for all PEs)
+  Int w, Bipolar x       acc = 2*sum_{x=+1} w - rowsum(w): lanes select w or 0
+  ternary w, Int x       add/subtract/skip (Int weights that are all in {-1, 0, 1})
+  Int w, Int x           multiply
 Int weights that are all +-1 are stored as Bipolar. Weights are stored in the
-narrowest Int that holds the actual values, and every adder-tree node is only
-as wide as the range its lanes can actually reach.
+narrowest Int that holds the actual values, and every adder-tree node is only as
+wide as the range its lanes can actually reach.
+
+Fused thresholds (`thresholds`, one per output channel): the output is Bipolar,
++1 (bit 1) where acc >= T. The accumulator starts at -T and the output bit is its
+sign, so no comparator or threshold ROM is needed after the unit.
 """
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, memory, wiring
+from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from qloom.compiler import ir
 
 from . import streams
+from .inbuf import RAM_STYLES, InputBuffer
 
 ROM_STYLES = ("block", "distributed", "logic")
 
 
-
 def _shape(lo, hi):
     """The narrowest Amaranth shape that holds every integer in [lo, hi]."""
-    return streams.elem_shape(ir.int_type_for(lo, hi))
+    return streams.elem_shape(ir.int_type_for(int(lo), int(hi)))
+
+
+def lane_kind(wtype, in_type, weight) -> str:
+    """The lane arithmetic for these element types and weights (see the module docstring)."""
+    wvals = set(np.unique(weight).tolist())
+    wbip = wvals <= {-1, 1}
+    xbip = isinstance(in_type, ir.BipolarType)
+    if wbip and xbip:
+        return "xnor"
+    if wbip:
+        return "select_x"            # bipolar weights, integer inputs
+    if xbip:
+        return "select_w"            # integer weights, bipolar inputs
+    if wvals <= {-1, 0, 1}:
+        return "ternary"
+    return "mul"
 
 
 class MatrixVectorUnit(wiring.Component):
     """acc[n] = sum_k W[n, k] * x[k] for every input vector x, folded by PE and SIMD.
 
     weight: (N, K) integers (+-1 for Bipolar); wtype, in_type: ir.Int or ir.Bipolar;
-    acc_type: the ir.Int of the output (ir.Dense.infer gives the narrowest).
-    Ports: i carries SIMD input elements per beat, o carries PE accumulators per
-    beat; beat j of a vector holds acc[j*PE .. j*PE+PE-1].
-    rom_style goes into the weight ROMs' attrs (Yosys: "block", "distributed", "logic").
+    acc_type: the ir.Int of the accumulator (ir.Dense.infer gives the narrowest).
+    Ports: i carries SIMD input elements per beat, o carries PE outputs per beat;
+    beat j of a vector holds outputs j*PE .. j*PE+PE-1.
+    thresholds: None, or one integer per output channel: the output is then Bipolar,
+      +1 where acc >= T[n] (a MultiThreshold with one threshold and base -1).
+    rom_style: the weight memory's Yosys attribute ("block", "distributed", "logic").
+    banks, ram_style: the input buffer's banks (1 needs a writer that can send a vector
+      in a burst to keep the II; 2 takes any writer) and memory attribute.
+    mem_reg: one more register after the memory reads (the block RAM output register); a LUT-ROM
+      (rom_style "logic") of 33 to 256 words then reads in two registered levels: 16-word
+      pieces of one LUT4 per bit, then the piece select.
     """
 
-    def __init__(self, weight, wtype, in_type, acc_type, pe, simd, rom_style=None):
-        self.weight = self._check(weight, wtype, in_type, acc_type, pe, simd, rom_style)
+    def __init__(self, weight, wtype, in_type, acc_type, pe, simd, rom_style=None, *, thresholds=None,
+                 banks=2, ram_style=None, mem_reg=False):
+        self.weight = self._check(weight, wtype, in_type, acc_type, pe, simd, rom_style, ram_style)
         n, k = self.weight.shape
         self.wtype, self.in_type, self.acc_type = wtype, in_type, acc_type
         self.pe, self.simd = int(pe), int(simd)
         self.nf, self.sf = n // self.pe, k // self.simd
-        self.rom_style = rom_style
+        self.rom_style, self.ram_style, self.mem_reg = rom_style, ram_style, bool(mem_reg)
+        # a LUT-ROM of 33..256 words with the memory register reads in two levels (pieces, select)
+        self.split_rom = self.mem_reg and rom_style == "logic" and 32 < self.nf * self.sf <= 256
+        self.kind = lane_kind(wtype, in_type, self.weight)
+        self.thresholds = None
+        if thresholds is not None:
+            t = np.asarray(thresholds, dtype=np.int64).reshape(-1)
+            if t.shape != (n,):
+                raise ValueError(f"thresholds must have one value per output channel ({n}), got shape "
+                                 f"{np.shape(thresholds)}")
+            # outside the accumulator's range a threshold is always/never met: clamp (as ThresholdUnit)
+            self.thresholds = np.clip(t, acc_type.min, acc_type.max + 1)
+        self.out_type = ir.Bipolar if thresholds is not None else acc_type
+        # the buffer plays the vector NF times; with NF = 1 it only decouples (2 slots)
+        self.slots, self.passes = (self.sf, self.nf) if self.nf > 1 else (1, 1)
+        self.banks = 2 if (self.slots == 1 or self.passes == 1) else int(banks)
+        if banks not in (1, 2):
+            raise ValueError(f"banks must be 1 or 2, got {banks}")
         self.ii = self.nf * self.sf     # cycles per vector
-        self.latency = self.sf + 2      # first input beat accepted -> first output beat valid
+        n1 = -(-self.simd // 2) if self.simd > 1 else 1
+        self.tree_levels = (n1 - 1).bit_length()
+        # issue -> read (1) [-> mem_reg] -> lanes (1) -> tree levels [-> fix] -> acc (1) -> output FIFO (1)
+        self.depth = 1 + self.mem_reg + 1 + self.tree_levels + (self.kind == "select_x") + 1 + 1
+        self.latency = self.sf + self.depth     # first input beat accepted -> first output beat valid
         super().__init__({"i": In(streams.beat_signature(in_type, self.simd)),
-                          "o": Out(streams.beat_signature(acc_type, self.pe))})
+                          "o": Out(streams.beat_signature(self.out_type, self.pe))})
 
     @staticmethod
-    def _check(weight, wtype, in_type, acc_type, pe, simd, rom_style):
+    def _check(weight, wtype, in_type, acc_type, pe, simd, rom_style, ram_style):
         """Refuse bad arguments with a ValueError that names them; return the weights as int64."""
         w = np.asarray(weight)
         if w.ndim != 2 or 0 in w.shape:
@@ -83,6 +144,8 @@ class MatrixVectorUnit(wiring.Component):
             raise ValueError(f"acc_type must be an ir.Int, got {acc_type!r}")
         if rom_style not in (None, *ROM_STYLES):
             raise ValueError(f"rom_style must be None or one of {ROM_STYLES}, got {rom_style!r}")
+        if ram_style not in (None, *RAM_STYLES):
+            raise ValueError(f"ram_style must be None or one of {RAM_STYLES}, got {ram_style!r}")
         # Dense.infer checks the weights against wtype and gives the accumulator range.
         node = ir.Dense("mvu", ["x"], "acc", weight=w, wtype=wtype)
         need = node.infer([ir.TensorType((k,), in_type)])
@@ -92,113 +155,294 @@ class MatrixVectorUnit(wiring.Component):
                              f"{lo.min()}..{hi.max()} (needs at least {need.dtype})")
         return node.weight
 
+    # ------------------------------------------------------------------ what the lanes compute
+
+    def _words(self):
+        """Weights per (PE, word nf*SF + sf, lane), as stored (bipolar: 1 for +1)."""
+        PE, SIMD, NF, SF = self.pe, self.simd, self.nf, self.sf
+        return self.weight.reshape(NF, PE, SF, SIMD).transpose(1, 0, 2, 3).reshape(PE, NF * SF, SIMD)
+
+    def _init(self) -> np.ndarray:
+        """Per output channel, the accumulator's start value (constants of the lane arithmetic, -T)."""
+        n, k = self.weight.shape
+        c = np.zeros(n, dtype=np.int64)
+        if self.kind == "xnor":
+            c[:] = -k
+        elif self.kind == "select_w":
+            c = -self.weight.sum(axis=1)
+        if self.thresholds is not None:
+            c = c - self.thresholds
+        return c
+
     def elaborate(self, platform):
         m = Module()
         PE, SIMD, NF, SF = self.pe, self.simd, self.nf, self.sf
-        xbip = isinstance(self.in_type, ir.BipolarType)
+        kind = self.kind
+        words = self._words()
         wvals = set(np.unique(self.weight).tolist())
-        wbip = wvals <= {-1, 1}
-        ternary = not wbip and wvals <= {-1, 0, 1}
-        wshape = _shape(0, 1) if wbip else _shape(min(wvals), max(wvals))
-
-        # Per PE, the weight words in ROM order (address nf*SF + sf) and, per word and
-        # lane, the range of w*x over all inputs (to size the adder trees).
-        words = self.weight.reshape(NF, PE, SF, SIMD).transpose(1, 0, 2, 3).reshape(PE, NF * SF, SIMD)
+        stored_bip = kind in ("xnor", "select_x")
+        wshape = unsigned(1) if stored_bip else _shape(min(wvals), max(wvals))
         x_lo, x_hi = self.in_type.min, self.in_type.max
-        t_lo = np.minimum(words * x_lo, words * x_hi)
-        t_hi = np.maximum(words * x_lo, words * x_hi)
 
-        adv = Signal()   # global stall: every stage moves unless the output beat waits
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        adv = Signal()   # global stall: every stage moves unless a finished result waits for the output FIFO
 
-        # ---- S0: fold counters. A step is a (nf, sf) pair; nf = 0 steps need an input beat.
+        def stage(value, name, shape=None):
+            """A pipeline register of `value`, moving with the stall."""
+            s = Signal(shape if shape is not None else value.shape(), name=name)
+            with m.If(adv):
+                m.d.sync += s.eq(value)
+            return s
+
+        # ---- issue: the input buffer plays each vector NF times; the weight address follows it
+        in_layout = streams.beat_layout(self.in_type, SIMD)
+        m.submodules.ibuf = buf = InputBuffer(in_layout, self.slots, self.passes, self.banks, self.ram_style)
+        wiring.connect(m, wiring.flipped(self.i), buf.i)
+        m.d.comb += buf.o.ready.eq(adv)
+        addr = Signal(range(NF * SF))          # nf*SF + sf of the beat issued this cycle
         sf = Signal(range(SF))
-        addr = Signal(range(NF * SF))          # nf*SF + sf, the ROM address
-        from_stream = Signal()
-        step = Signal()
-        take = Signal()
-        m.d.comb += [
-            from_stream.eq(addr < SF),
-            self.i.ready.eq(adv & from_stream),
-            take.eq(self.i.valid & self.i.ready),
-            step.eq(adv & (~from_stream | self.i.valid)),
-        ]
-        with m.If(step):
+        with m.If(buf.issue):
             m.d.sync += [addr.eq(Mux(addr == NF * SF - 1, 0, addr + 1)),
                          sf.eq(Mux(sf == SF - 1, 0, sf + 1))]
 
-        # The input beat of this step, aligned with the ROM's synchronous read.
-        in_layout = streams.beat_layout(self.in_type, SIMD)
-        xreg = Signal(in_layout)
-        with m.If(take):
-            m.d.sync += xreg.eq(self.i.payload)
-        x = Signal(in_layout)
-        if NF > 1 and SF > 1:
-            # The vector is replayed NF-1 times: keep its SF beats in a RAM.
-            m.submodules.xbuf = xbuf = memory.Memory(shape=in_layout, depth=SF, init=[])
-            wr, rd = xbuf.write_port(), xbuf.read_port()
-            m.d.comb += [wr.addr.eq(sf), wr.data.eq(self.i.payload), wr.en.eq(take),
-                         rd.addr.eq(sf), rd.en.eq(adv)]
-        v1, first1, last1, stream1 = (Signal(name=n) for n in ("v1", "first1", "last1", "stream1"))
-        with m.If(adv):
-            m.d.sync += [v1.eq(step), first1.eq(sf == 0), last1.eq(sf == SF - 1), stream1.eq(from_stream)]
-        if NF > 1 and SF > 1:
-            m.d.comb += x.eq(Mux(stream1, xreg.as_value(), rd.data.as_value()))
+        # ---- read: one weight memory, PE*SIMD weights a word; the buffer's beat arrives with it
+        wlayout = data.ArrayLayout(data.ArrayLayout(wshape, SIMD), PE)
+        init = (words > 0).astype(int) if stored_bip else words
+        rows = [[[int(v) for v in init[p, a]] for p in range(PE)] for a in range(NF * SF)]
+        first = stage(sf == 0, "first_r")
+        last = stage(sf == SF - 1, "last_r")
+        valid, x = buf.o.valid, buf.o.payload
+        if self.split_rom:
+            # a LUT-ROM in two registered levels: 16-word pieces (one LUT4 per bit), then the piece select
+            pieces = []
+            for b in range(0, NF * SF, 16):
+                piece = memory.Memory(shape=wlayout, depth=16, init=rows[b:b + 16], attrs={"rom_style": "logic"})
+                m.submodules[f"rom{b // 16}"] = piece
+                port = piece.read_port()
+                m.d.comb += [port.addr.eq(addr[:4]), port.en.eq(adv)]
+                pieces.append(port.data.as_value())
+            hi = stage(addr[4:], "rom_hi")
+            w = data.View(wlayout, stage(Array(pieces)[hi], "w_q", unsigned(wlayout.size)))
         else:
-            m.d.comb += x.eq(xreg)    # one beat per vector (SF = 1), or no replay (NF = 1)
+            attrs = {"rom_style": self.rom_style} if self.rom_style else None
+            m.submodules.rom = rom = memory.Memory(shape=wlayout, depth=NF * SF, attrs=attrs, init=rows)
+            rport = rom.read_port()
+            m.d.comb += [rport.addr.eq(addr), rport.en.eq(adv)]
+            w = rport.data
+            if self.mem_reg:
+                w = stage(w, "w_q", wlayout)
+        if self.mem_reg:
+            x = stage(x, "x_q", in_layout)
+            valid, first, last = stage(valid, "v_q"), stage(first, "first_q"), stage(last, "last_q")
+        xl = [x[k] for k in range(SIMD)]
 
-        # ---- S1: per PE, one ROM word (SIMD weights) times x -> partial sum register.
-        attrs = {"rom_style": self.rom_style} if self.rom_style else None
+        # ---- lanes (+ the first level of pairs), then the registered adder trees
+        fix = None
         parts = []
+        if kind == "select_x":
+            # shared by all PEs: pair sums x0+x1 and the tree of sum(x)
+            pairs = [(xl[k], xl[k + 1]) for k in range(0, SIMD - 1, 2)]
+            psum = [Signal(_shape(2 * x_lo, 2 * x_hi), name=f"xpair{j}") for j in range(len(pairs))]
+            m.d.comb += [s.eq(a + b) for s, (a, b) in zip(psum, pairs)]
+            sterms = [stage(s, f"xs{j}") for j, s in enumerate(psum)]
+            if SIMD % 2:
+                sterms.append(stage(xl[-1], "xs_odd", _shape(x_lo, x_hi)))
+            slo = [2 * x_lo] * len(pairs) + [x_lo] * (SIMD % 2)
+            shi = [2 * x_hi] * len(pairs) + [x_hi] * (SIMD % 2)
+            fix = self._tree(m, stage, sterms, np.array([slo]), np.array([shi]), "xsum")
         for p in range(PE):
-            init = words[p] if not wbip else (words[p] > 0).astype(int)
-            rom = memory.Memory(shape=data.ArrayLayout(wshape, SIMD), depth=NF * SF,
-                                init=[[int(v) for v in row] for row in init], attrs=attrs)
-            m.submodules[f"rom{p}"] = rom
-            port = rom.read_port()
-            m.d.comb += [port.addr.eq(addr), port.en.eq(adv)]
-            wl, xl = [port.data[k] for k in range(SIMD)], [x[k] for k in range(SIMD)]
-            if wbip and xbip:
-                pop = self._tree(m, [~(a ^ b) for a, b in zip(wl, xl)],
-                                 np.zeros((1, SIMD), dtype=int), np.ones((1, SIMD), dtype=int), f"pe{p}_pop")
-                total = pop * 2 - SIMD
-            else:
-                if xbip:
-                    terms = [Mux(b, a, -a) for a, b in zip(wl, xl)]
-                elif wbip:
-                    terms = [Mux(a, b, -b) for a, b in zip(wl, xl)]
-                elif ternary:
-                    terms = [Mux(a == 0, 0, Mux(a < 0, -b, b)) for a, b in zip(wl, xl)]
-                else:
-                    terms = [a * b for a, b in zip(wl, xl)]
-                total = self._tree(m, terms, t_lo[p], t_hi[p], f"pe{p}_sum")
-            part = Signal(_shape(t_lo[p].sum(1).min(), t_hi[p].sum(1).max()), name=f"part{p}")
-            with m.If(adv):
-                m.d.sync += part.eq(total)
-            parts.append(part)
-        v2, first2, last2 = (Signal(name=n) for n in ("v2", "first2", "last2"))
-        with m.If(adv):
-            m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+            wl = [w[p][k] for k in range(SIMD)]
+            terms, lo, hi = self._lanes(m, stage, kind, wl, xl, words[p], x_lo, x_hi,
+                                        psum if kind == "select_x" else None, f"pe{p}")
+            parts.append(self._tree(m, stage, terms, lo, hi, f"pe{p}"))
+        for _ in range(1 + self.tree_levels):
+            valid, first, last = stage(valid, "v_t"), stage(first, "first_t"), stage(last, "last_t")
+        if kind == "select_x":
+            parts = [stage((part << 1) - fix, f"fix{p}",
+                           _shape(2 * self._lo(part) - self._hi(fix), 2 * self._hi(part) - self._lo(fix)))
+                     for p, part in enumerate(parts)]
+            valid, first, last = stage(valid, "v_f"), stage(first, "first_f"), stage(last, "last_f")
+        elif kind in ("xnor", "select_w"):
+            parts = [part << 1 for part in parts]
 
-        # ---- S2: accumulate in the output register; the sum is exact modulo
-        # 2**acc bits, and the final value fits acc_type, so no wider register is needed.
+        # ---- acc, then a 2-beat output FIFO: the stall comes from the FIFO's level (a register), never
+        # combinationally from the next stage's ready
+        init = self._init()
+        if self.thresholds is not None:
+            lo_acc, hi_acc = self._acc_range()
+            acc_shape = _shape(min(lo_acc, -1), hi_acc)      # signed: the sign bit is the output
+        else:
+            acc_shape = streams.elem_shape(self.acc_type)
+        accs = [Signal(acc_shape, name=f"acc{p}") for p in range(PE)]
+        acc_valid = Signal()
+        out_layout = streams.beat_layout(self.out_type, PE)
+        m.submodules.out = q = fifo.SyncFIFO(width=out_layout.size, depth=2)
+        m.d.comb += adv.eq(~acc_valid | q.w_rdy)
+        starts = self._starts(m, init, acc_shape, valid & last & adv)
         with m.If(adv):
-            m.d.sync += self.o.valid.eq(v2 & last2)
-            with m.If(v2):
-                for p, part in enumerate(parts):
-                    acc = self.o.payload[p]
-                    m.d.sync += acc.eq(Mux(first2, part, acc + part))
+            m.d.sync += acc_valid.eq(valid & last)
+            with m.If(valid):
+                for p, acc in enumerate(accs):
+                    m.d.sync += acc.eq(Mux(first, starts[p], acc) + parts[p])
+        beat = Signal(out_layout)
+        if self.thresholds is not None:
+            m.d.comb += [beat[p].eq(~acc[-1]) for p, acc in enumerate(accs)]
+        else:
+            m.d.comb += [beat[p].eq(acc) for p, acc in enumerate(accs)]
+        m.d.comb += [q.w_data.eq(beat.as_value()), q.w_en.eq(acc_valid),
+                     self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready)]
         return m
 
+    # the bounds of the signals the trees build (kept on the signal for the next node)
+    _bounds: dict = None
+
+    def _lo(self, s):
+        return self._bounds[id(s)][0]
+
+    def _hi(self, s):
+        return self._bounds[id(s)][1]
+
     @staticmethod
-    def _tree(m, terms, lo, hi, name):
-        """A balanced adder tree over `terms`. lo, hi: (words, lanes) bounds of each
-        term per weight word; each node is a signal just wide enough for its range."""
-        def node(a, b):
-            if b - a == 1:
-                return terms[a]
-            mid = (a + b) // 2
-            s = Signal(_shape(lo[:, a:b].sum(1).min(), hi[:, a:b].sum(1).max()), name=f"{name}_{a}_{b}")
-            m.d.comb += s.eq(node(a, mid) + node(mid, b))
-            return s
-        return node(0, len(terms))
+    def _lane_bounds(kind, words, x_lo, x_hi):
+        """Per weight word, the range of each first-level value of one PE (lane terms summed in pairs,
+        an odd lane alone): (lo, hi), arrays of (words, ceil(SIMD/2))."""
+        simd = words.shape[1]
+        if kind == "xnor":
+            t_lo, t_hi = np.zeros(words.shape, dtype=np.int64), np.ones(words.shape, dtype=np.int64)
+        elif kind == "select_x":
+            b = (words > 0).astype(np.int64)
+            t_lo, t_hi = np.minimum(b * x_lo, 0), np.maximum(b * x_hi, 0)
+        elif kind == "select_w":
+            t_lo, t_hi = np.minimum(words, 0), np.maximum(words, 0)
+        else:
+            t_lo, t_hi = np.minimum(words * x_lo, words * x_hi), np.maximum(words * x_lo, words * x_hi)
+        cut = list(range(0, simd, 2))
+        return np.add.reduceat(t_lo, cut, axis=1), np.add.reduceat(t_hi, cut, axis=1)
+
+    @staticmethod
+    def _tree_bounds(lo, hi):
+        """The adder tree over first-level values with bounds lo, hi (words, n): per level, the
+        (lo, hi) range of each node over all words (an odd node out passes to the next level)."""
+        levels = []
+        groups = [(j, j + 1) for j in range(lo.shape[1])]
+        while len(groups) > 1:
+            nxt = [(groups[j][0], groups[j + 1][1]) for j in range(0, len(groups) - 1, 2)]
+            if len(groups) % 2:
+                nxt.append(groups[-1])
+            levels.append([(int(lo[:, a:b].sum(1).min()), int(hi[:, a:b].sum(1).max())) for a, b in nxt])
+            groups = nxt
+        return levels
+
+    def _lanes(self, m, stage, kind, wl, xl, words, x_lo, x_hi, psum, name):
+        """The registered first level of one PE: lane terms summed in pairs. Returns (terms, lo, hi):
+        lo, hi (words x terms) bound each term for each weight word."""
+        SIMD = len(wl)
+        lo, hi = self._lane_bounds(kind, words, x_lo, x_hi)
+        shapes = [_shape(lo[:, j].min(), hi[:, j].max()) for j in range(lo.shape[1])]
+        if kind == "xnor":
+            bits = [~(a ^ b) for a, b in zip(wl, xl)]
+            vals = [bits[k] + bits[k + 1] for k in range(0, SIMD - 1, 2)]
+        elif kind == "select_x":
+            vals = []
+            for j in range(SIMD // 2):
+                a0, a1 = wl[2 * j], wl[2 * j + 1]
+                vals.append(Mux(a0 & a1, psum[j], Mux(a0, xl[2 * j], Mux(a1, xl[2 * j + 1], 0))))
+            bits = [Mux(a, b, 0) for a, b in zip(wl, xl)]
+        else:
+            if kind == "select_w":
+                bits = [Mux(b, a, 0) for a, b in zip(wl, xl)]
+            elif kind == "ternary":
+                bits = [Mux(a == 0, 0, Mux(a < 0, -b, b)) for a, b in zip(wl, xl)]
+            else:
+                bits = [a * b for a, b in zip(wl, xl)]
+            vals = [bits[k] + bits[k + 1] for k in range(0, SIMD - 1, 2)]
+        if SIMD % 2:
+            vals.append(bits[-1])
+        terms = [stage(v, f"{name}_p{j}", shapes[j]) for j, v in enumerate(vals)]
+        return terms, lo, hi
+
+    def _tree(self, m, stage, terms, lo, hi, name):
+        """Sum `terms` with one registered 2-input adder per level (an odd one out is registered
+        as it is). lo, hi: (words, terms) bounds; every node is as wide as its range."""
+        if self._bounds is None:
+            self._bounds = {}
+        for level, bounds in enumerate(self._tree_bounds(lo, hi)):
+            nxt = [terms[j] + terms[j + 1] for j in range(0, len(terms) - 1, 2)]
+            if len(terms) % 2:
+                nxt.append(terms[-1])
+            terms = [stage(v, f"{name}_l{level}_{j}", _shape(a, b)) for j, (v, (a, b)) in enumerate(zip(nxt, bounds))]
+        self._bounds[id(terms[0])] = (int(lo.sum(1).min()), int(hi.sum(1).max()))
+        return terms[0]
+
+    def structure(self) -> dict:
+        """What elaborate() builds, counted (for the resource model): first-level values and their
+        bits, adders and their result bits, registers, accumulator and memory sizes."""
+        PE, SIMD, NF, SF = self.pe, self.simd, self.nf, self.sf
+        words = self._words()
+        x_lo, x_hi = self.in_type.min, self.in_type.max
+        wbits = 1 if self.kind in ("xnor", "select_x") else _shape(self.weight.min(), self.weight.max()).width
+        xbits = streams.elem_shape(self.in_type).width
+        first_bits = adders = adder_bits = 0
+        trees = [self._lane_bounds(self.kind, words[p], x_lo, x_hi) for p in range(PE)]
+        if self.kind == "select_x":        # the shared sum(x) tree
+            n1 = -(-SIMD // 2)
+            trees.append((np.array([[2 * x_lo] * (SIMD // 2) + [x_lo] * (SIMD % 2)]),
+                          np.array([[2 * x_hi] * (SIMD // 2) + [x_hi] * (SIMD % 2)])))
+            adders += SIMD // 2
+            adder_bits += (SIMD // 2) * _shape(2 * x_lo, 2 * x_hi).width
+            assert n1 == trees[-1][0].shape[1]
+        pass_bits = 0                       # registers an odd node passes through (no LUT of their own)
+        for lo, hi in trees:
+            first_bits += sum(_shape(lo[:, j].min(), hi[:, j].max()).width for j in range(lo.shape[1]))
+            count = lo.shape[1]
+            for level in self._tree_bounds(lo, hi):
+                adders += count // 2
+                adder_bits += sum(_shape(a, b).width for a, b in level[:count // 2])
+                pass_bits += sum(_shape(a, b).width for a, b in level[count // 2:])
+                count = len(level)
+        if self.thresholds is not None:
+            lo_acc, hi_acc = self._acc_range()
+            acc_w = _shape(min(lo_acc, -1), hi_acc).width
+        else:
+            acc_w = streams.elem_shape(self.acc_type).width
+        init = self._init().reshape(NF, PE)
+        starts = None if (init == init[0]).all() else (PE * _shape(init.min(), init.max()).width, NF)
+        fix_bits = 0
+        if self.kind == "select_x":
+            fix_bits = PE * (acc_w + 1)
+        tags = 3 * (2 + self.mem_reg + self.tree_levels + (self.kind == "select_x"))
+        return {
+            "kind": self.kind, "pe": PE, "simd": SIMD, "lanes": PE * SIMD, "xbits": xbits, "wbits": wbits,
+            "first_values": sum(t[0].shape[1] for t in trees), "first_bits": first_bits,
+            "adder_bits": adder_bits, "adders": adders, "pass_bits": pass_bits, "fix_bits": fix_bits,
+            "acc_bits": PE * acc_w,
+            "tree_levels": self.tree_levels,
+            "weights": (PE * SIMD * wbits, NF * SF), "starts": starts,
+            "buffer": (SIMD * xbits, self.slots * self.banks),
+            "mem_reg_bits": (PE * SIMD * wbits + SIMD * xbits) if self.mem_reg else 0,
+            "split_rom_bits": PE * SIMD * wbits * -(-NF * SF // 16) if self.split_rom else 0,
+            "tags": tags,
+        }
+
+    def _acc_range(self):
+        """The range of acc - T over all inputs (fused thresholds)."""
+        node = ir.Dense("mvu", ["x"], "acc", weight=self.weight, wtype=self.wtype)
+        lo, hi = node.acc_bounds(self.in_type)
+        return int(min(lo.min(), 0) - self.thresholds.max()), int(max(hi.max(), 0) - self.thresholds.min())
+
+    def _starts(self, m, init, shape, step):
+        """Per PE, the accumulator's start value for the neuron fold in the accumulate stage:
+        constants where they do not change, else a LUT ROM indexed by a fold counter."""
+        PE, NF = self.pe, self.nf
+        table = init.reshape(NF, PE)
+        if (table == table[0]).all():
+            return [Const(int(v), shape) for v in table[0]]
+        nf = Signal(range(NF), name="acc_nf")
+        with m.If(step):
+            m.d.sync += nf.eq(Mux(nf == NF - 1, 0, nf + 1))
+        lay = data.ArrayLayout(shape, PE)
+        m.submodules.starts = rom = memory.Memory(shape=lay, depth=NF, init=[[int(v) for v in row] for row in table],
+                                                  attrs={"rom_style": "logic"})
+        rd = rom.read_port(domain="comb")
+        m.d.comb += rd.addr.eq(nf)
+        return [rd.data[p] for p in range(PE)]
+

@@ -73,7 +73,9 @@ async def stream_put(ctx, port, payload: int, *, rng: random.Random | None = Non
         await ctx.tick()
     ctx.set(port.payload.as_value(), payload)
     ctx.set(port.valid, 1)
-    await ctx.tick().until(port.ready)
+    # (a plain loop, not .until(): a testbench left waiting when another raises then closes quietly)
+    while not (await ctx.tick().sample(port.ready))[2]:
+        pass
     ctx.set(port.valid, 0)
 
 
@@ -82,19 +84,37 @@ async def stream_get(ctx, port, *, rng: random.Random | None = None, stall: floa
     while rng is not None and rng.random() < stall:
         await ctx.tick()
     ctx.set(port.ready, 1)
-    (payload,) = await ctx.tick().sample(port.payload.as_value()).until(port.valid)
+    while True:
+        _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload.as_value())
+        if valid:
+            break
     ctx.set(port.ready, 0)
     return int(payload)
 
 
+class Deadlock(TimeoutError):
+    """No beat moved anywhere for a long time; the message names the stages that hold a beat nobody takes."""
+
+
+def stalled_report(held: list[str], waiting: list[str]) -> str:
+    """The deadlock message: streams holding valid without ready (their producer is stuck), then the rest."""
+    lines = [f"  {label} holds valid without ready" for label in held] or ["  (no stream holds valid)"]
+    return "\n".join(lines + [f"  {label} is ready, nothing valid" for label in waiting])
+
+
 def run_stream(dut, i_port, o_port, beats_in: list[int], n_out: int, *, stall_in=0.3, stall_out=0.3,
                seed=0, max_cycles=1_000_000, vcd: str | None = None, extra=None,
-               beat_times: list | None = None) -> list[int]:
+               beat_times: list | None = None, probes: list | None = None,
+               idle_cycles: int | None = None) -> list[int]:
     """Simulate `dut`: push `beats_in` into i_port under random valid gaps, collect
     `n_out` beats from o_port under random backpressure, and check nothing more comes.
 
     Returns the payloads received. `extra` may add testbenches: fn(sim).
     `beat_times`, if given, receives the cycle number of every output beat.
+    `probes`: (label, stream port) of internal streams (DataflowAccelerator.probes, read after
+    the simulator elaborates the design, or a list filled then). With `idle_cycles`, a cycle
+    count after which no handshake on any probe or port means a deadlock: Deadlock is raised,
+    naming the streams that hold valid without ready.
     """
     from amaranth.sim import Simulator
 
@@ -128,9 +148,24 @@ def run_stream(dut, i_port, o_port, beats_in: list[int], n_out: int, *, stall_in
         await ctx.delay(max_cycles * 1e-8)
         raise TimeoutError(f"no result after {max_cycles} cycles: {len(got)} of {n_out} beats received")
 
+    async def deadlock_watch(ctx):
+        ports = [("input", i_port), ("output", o_port)] + list(probes() if callable(probes) else probes or [])
+        signals = [sig for _, p in ports for sig in (p.valid, p.ready)]
+        idle = 0
+        async for _, _, *vr in ctx.tick().sample(*signals):
+            moved = any(v and r for v, r in zip(vr[0::2], vr[1::2]))
+            idle = 0 if moved else idle + 1
+            if idle >= idle_cycles:
+                held = [lbl for (lbl, _), v, r in zip(ports, vr[0::2], vr[1::2]) if v and not r]
+                waiting = [lbl for (lbl, _), v, r in zip(ports, vr[0::2], vr[1::2]) if r and not v]
+                raise Deadlock(f"deadlock: no beat moved for {idle} cycles ({len(got)} of {n_out} output beats "
+                               f"received):\n" + stalled_report(held, waiting))
+
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.add_testbench(watchdog, background=True)
+    if idle_cycles:
+        sim.add_testbench(deadlock_watch, background=True)
     if beat_times is not None:
         sim.add_testbench(counter, background=True)
     if extra:

@@ -54,11 +54,13 @@ class SlidingWindowGenerator(wiring.Component):
     """(H, W, C) map in beats of simd channels -> im2col rows (OH*OW rows of KH*KW*C) in beats of simd.
 
     kernel, stride, padding: int or (h, w) pairs; pad_value: an element value of
-    dtype (bipolar: +1 or -1) put around the map on each side. Attributes:
-    out_shape (OH, OW, KH*KW*C), depth (ring buffer beats), cycles, latency.
+    dtype (bipolar: +1 or -1) put around the map on each side. period: the consumer's
+    cycles per output pixel (default: as fast as the windows go out); the ring is sized
+    for it. Attributes: out_shape (OH, OW, KH*KW*C), depth (ring buffer beats), cycles
+    (alone), pair_cycles (with the consumer), latency.
     """
 
-    def __init__(self, dtype: ir.ElemType, in_shape, kernel, stride=1, padding=0, pad_value=0, simd=1):
+    def __init__(self, dtype: ir.ElemType, in_shape, kernel, stride=1, padding=0, pad_value=0, simd=1, period=None):
         self._check(dtype, in_shape, kernel, stride, padding, pad_value, simd)
         self.dtype, self.simd, self.pad_value = dtype, int(simd), int(pad_value)
         self.in_shape = tuple(int(s) for s in in_shape)
@@ -73,7 +75,13 @@ class SlidingWindowGenerator(wiring.Component):
         need[-1] = H * W                # the frame's last output pixel waits for the whole frame
         self._start = int(need[0]), int(free[0])
         self.cycles = max(self.oh * self.ow * KH * KW, H * W) * self.cf
-        self.depth = self._least_depth(need * self.cf, free * self.cf)
+        # the consumer's cycles per output pixel (an MVU with NF neuron folds: NF * KH*KW*CF); the ring
+        # is sized so that the pair keeps max(its cycles, the consumer's) per frame
+        L = KH * KW * self.cf
+        self.period = max(L, int(period or L))
+        self.pair_cycles = max(self.oh * self.ow * self.period, H * W * self.cf)
+        self._need, self._free = need * self.cf, free * self.cf     # per output pixel, in beats
+        self.depth = self._least_depth(self._need, self._free)
         self.latency = 2
         super().__init__({"i": In(streams.beat_signature(dtype, self.simd)),
                           "o": Out(streams.beat_signature(dtype, self.simd))})
@@ -111,38 +119,73 @@ class SlidingWindowGenerator(wiring.Component):
         return need, free
 
     def _least_depth(self, need, free):
-        """The least ring size (beats) with which back-to-back frames take `cycles` each.
+        """The least ring size (beats) with which back-to-back frames take `pair_cycles` each.
 
         Below need - free the unit would deadlock; above it, the model `_frame_cycles`
         of the handshakes tells how fast it goes. Exponential, then binary search."""
+        target = self.pair_cycles
         lo = max(2, int((need - free).max()))     # >= 2 beats: addresses are never 0 bits wide
-        if self._frame_cycles(need, free, lo) <= self.cycles:
+        if self._frame_cycles(need, free, lo) <= target:
             return lo
         step, cap = 1, lo + 4 * self.in_shape[0] * self.in_shape[1] * self.cf   # cap: never blocks the input
-        while lo + step < cap and self._frame_cycles(need, free, lo + step) > self.cycles:
+        while lo + step < cap and self._frame_cycles(need, free, lo + step) > target:
             lo, step = lo + step, step * 2
         hi = lo + step                            # lo too small, hi enough
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if self._frame_cycles(need, free, mid) <= self.cycles else (mid, hi)
+            lo, hi = (lo, mid) if self._frame_cycles(need, free, mid) <= target else (mid, hi)
         return hi
 
     def _frame_cycles(self, need, free, depth, frames=4):
-        """Cycles between the ends of the last two of `frames` frames with no stalls, in a
-        model of elaborate()'s handshakes at one output pixel a step: the input is
-        taken every cycle while written < free + depth, and a pixel's beats go out one a
-        cycle once written >= need (need, free: per output pixel, in beats)."""
+        """Cycles between the ends of the last two of `frames` frames with no stalls, in a model
+        of elaborate()'s handshakes and of the consumer: the input is taken every cycle while
+        written < free + depth (free: of the pixel being emitted); a pixel's L beats go out one a
+        cycle once written >= need and the consumer has a free bank (it holds two pixels and
+        spends `period` cycles on each). need, free: per output pixel, in beats."""
         L, frame = self.kernel[0] * self.kernel[1] * self.cf, self.in_shape[0] * self.in_shape[1] * self.cf
+        P = self.period
         need, free = need.tolist(), free.tolist()
-        t = w = 0
+        t = w = 0                        # the emitter enters the next pixel at t with w beats written
+        cons = [-P, -P]                  # start cycles of the consumer's last two pixels
         ends = []
         for f in range(frames):
             for n, fr in zip(need, free):
-                wait = max(0, n + f * frame - w)      # the writer can reach need: depth >= need - free
-                t, w = t + wait + L, w + wait
-                w = max(w, min(w + L, fr + f * frame + depth))
-            ends.append(t)
+                n, cap = n + f * frame, fr + f * frame + depth
+                if n > cap:
+                    return float("inf")  # deadlock: the pixel's window does not fit the ring
+                start = max(t + max(0, n - w), cons[-2] + P)      # data in, and a bank free
+                cons = [cons[-1], max(cons[-1] + P, start)]
+                w = min(cap, w + (start + L - t))                 # the writer runs until the cap
+                t = start + L
+            ends.append(cons[-1] + P)
         return ends[-1] - ends[-2]
+
+    def window_times(self, in_times) -> tuple[np.ndarray, np.ndarray]:
+        """For one frame into an empty unit, whose input beats can be taken at in_times (cycles, one per
+        beat): the cycle each output pixel's first beat leaves, and the cycle the consumer starts on
+        each pixel. The same handshakes as _frame_cycles, beat by beat: a beat is written at the
+        earliest of its arrival, the cycle after the previous write, and the cycle the ring has room
+        for it; a pixel is issued the cycle after its last needed beat is written, once the previous
+        pixel is out and the consumer has a free bank; the consumer (an MVU's input buffer) starts a
+        pixel the cycle after its first beat arrives and `period` cycles after the previous one."""
+        L, P = self.kernel[0] * self.kernel[1] * self.cf, self.period
+        need, free = self._need.tolist(), self._free.tolist()
+        t_in = [int(t) for t in in_times]
+        k, t_w, t = 0, -(1 << 40), -(1 << 40)          # next beat to write, time of the last write, emitter
+        cons = [-(1 << 40), -(1 << 40)]
+        enter, firsts, starts = [], [], []
+        for i, (n, fr) in enumerate(zip(need, free)):
+            enter.append((fr + self.depth, t))          # from cycle t, beats below fr + depth may be written
+            while k < n:
+                allowed = next(e for cap, e in enter if cap > k)
+                t_w = max(t_in[k], t_w + 1, allowed)
+                k += 1
+            start = max(t, t_w + 1, cons[-2] + P - L + 1 if P > L else t)    # P == L: it keeps pace
+            cons = [cons[-1], max(cons[-1] + P, start + 2)]
+            firsts.append(start + 1)
+            starts.append(cons[-1])
+            t = start + L
+        return np.array(firsts), np.array(starts)
 
     def elaborate(self, platform):
         m = Module()

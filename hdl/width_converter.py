@@ -26,12 +26,14 @@ class WidthConverter(wiring.Component):
 
     LATENCY = 1
 
-    def __init__(self, dtype: ir.ElemType, n_in: int, n_out: int, frame: int):
+    def __init__(self, dtype: ir.ElemType, n_in: int, n_out: int, frame: int, slack: int = 0):
         if n_in < 1 or n_out < 1:
             raise ValueError(f"beat sizes must be at least 1, got n_in={n_in}, n_out={n_out}")
         if frame < 1 or frame % n_in or frame % n_out:
             raise ValueError(f"frame of {frame} elements must be a multiple of n_in={n_in} and n_out={n_out}")
-        self.dtype, self.n_in, self.n_out, self.frame = dtype, n_in, n_out, frame
+        if slack < 0:
+            raise ValueError(f"slack must be >= 0, got {slack}")
+        self.dtype, self.n_in, self.n_out, self.frame, self.slack = dtype, n_in, n_out, frame, int(slack)
         self.latency = self.LATENCY
         super().__init__({"i": In(streams.beat_signature(dtype, n_in)),
                           "o": Out(streams.beat_signature(dtype, n_out))})
@@ -42,7 +44,7 @@ class WidthConverter(wiring.Component):
         # Fill levels are always multiples of g: count in units of g elements.
         g = gcd(self.n_in, self.n_out)
         n_in, n_out = self.n_in // g, self.n_out // g
-        cap = n_in + n_out - 1
+        cap = n_in + n_out - 1 + self.slack * n_in      # + slack whole input beats
 
         buf = Signal(cap * g * w)
         count = Signal(range(cap + 1))

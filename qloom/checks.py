@@ -28,6 +28,13 @@ def _positive_int(v, what: str) -> int:
     return int(v)
 
 
+def _layer_options() -> dict:
+    """Per-layer implementation options a folding entry may carry besides pe/simd (hdl/kernels/mvu.OPTIONS:
+    where the weights and input buffer go, buffer banks, memory register), as `qloom compile --board` writes."""
+    from qloom.hdl.kernels.mvu import OPTIONS
+    return OPTIONS
+
+
 def folding_spec(obj) -> dict:
     """{layer: {"pe": P, "simd": S}} from a user's folding (the --fold file or the folding= argument).
 
@@ -46,6 +53,9 @@ def folding_spec(obj) -> dict:
             raise BadInput(f"folding of layer '{layer}' must be an object like {{\"pe\": 2, \"simd\": 4}}, got {f!r}")
         entry = {}
         for k, v in f.items():
+            if str(k) in _layer_options():          # device options (weights, ibuf, ...): the kernel checks them
+                entry[str(k)] = v
+                continue
             key = FOLD_KEYS.get(str(k).lower())
             if key is None:
                 raise BadInput(f"folding of layer '{layer}': unknown key '{k}'; accepted: pe, simd "

@@ -8,16 +8,21 @@ from qloom.hdl import streams
 from qloom.hdl.accelerator import DataflowAccelerator
 
 
-def simulate(graph, folding, x_int, stall_in=0.3, stall_out=0.3, seed=0, beat_times=None):
-    """Run frames x_int through the accelerator; return outputs shaped like reference.run's."""
-    dut = DataflowAccelerator(graph, folding)
+def simulate(graph, folding, x_int, stall_in=0.3, stall_out=0.3, seed=0, beat_times=None, idle_cycles=None,
+             dut=None):
+    """Run frames x_int through the accelerator; return outputs shaped like reference.run's.
+
+    idle_cycles: raise streams.Deadlock (naming the stuck stages) when no stream moves for that long.
+    dut: an accelerator built already (e.g. with a FIFO depth changed), else one is made."""
+    dut = dut or DataflowAccelerator(graph, folding)
     x_int = reference.check_input(graph, x_int)
     beats = streams.to_beats(dut.in_type, x_int.reshape(-1), dut.in_n)
     out_shape = graph.validate()[graph.output].shape
     frame_out = int(np.prod(out_shape))
     n_out = x_int.shape[0] * frame_out // dut.out_n
     got = streams.run_stream(dut, dut.i, dut.o, beats, n_out, stall_in=stall_in, stall_out=stall_out,
-                             seed=seed, max_cycles=50_000_000, beat_times=beat_times)
+                             seed=seed, max_cycles=50_000_000, beat_times=beat_times,
+                             probes=lambda: dut.probes, idle_cycles=idle_cycles)
     flat = streams.from_beats(dut.out_type, got, dut.out_n)
     return np.array(flat, dtype=np.int64).reshape((x_int.shape[0],) + tuple(out_shape))
 

@@ -37,8 +37,9 @@ def test_random_cnn_hardware_bit_exact(seed, c_in, hw, chans, wbits, abits, stri
 
 @pytest.fixture(scope="module")
 def digits_cnn():
-    from qloom.examples import build
-    model, x = build("digits-cnn")
+    # the digits-cnn topology; bit-exactness and II do not need the full 30 training epochs
+    from qloom.examples import cnv
+    model, x = cnv.digits_cnn(epochs=3)
     return qloom.compile(model, x), x
 
 

@@ -237,3 +237,73 @@ def test_synth_retries_without_abc(small, tmp_path, monkeypatch):
     assert any("-noabc" in n for n in r["notes"]), r["notes"]
     assert "-noabc" in (tmp_path / "s" / "top.ys").read_text()
     assert pathlib.Path(r["bitstream"]).exists() and r["luts"] > 0
+
+
+# ---------------------------------------------------------------- test-pattern mode (amaranth.sim, no tools)
+
+def _uart_sim(top, send: bytes, n_recv: int, divisor: int, max_cycles: int):
+    """Bit-bang `send` into top.rx, collect n_recv bytes from top.tx (8N1, `divisor` cycles a bit)."""
+    from amaranth.sim import Simulator
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    got = []
+
+    async def host(ctx):
+        ctx.set(top.rx, 1)
+        for _ in range(3 * divisor):
+            await ctx.tick()
+        for byte in send:
+            for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+                ctx.set(top.rx, bit)
+                for _ in range(divisor):
+                    await ctx.tick()
+
+    async def listen(ctx):
+        cycles = 0
+        while len(got) < n_recv:
+            *_, tx = await ctx.tick().sample(top.tx)
+            cycles += 1
+            assert cycles < max_cycles, f"only {len(got)} of {n_recv} bytes after {max_cycles} cycles"
+            if tx:
+                continue
+            for _ in range(divisor // 2 + divisor - 1):          # to the middle of data bit 0
+                await ctx.tick()
+            byte = 0
+            for k in range(8):
+                byte |= ctx.get(top.tx) << k
+                for _ in range(divisor):
+                    await ctx.tick()
+            got.append(byte)
+            cycles += 10 * divisor
+
+    sim.add_testbench(host)
+    sim.add_testbench(listen)
+    sim.run()
+    return bytes(got)
+
+
+@pytest.mark.parametrize("frames", [0, 1, 5])
+def test_test_pattern_mode_measures_and_checks(frames):
+    """0xB5 + N: N frames from the on-chip LFSR through the accelerator, the report (0x5B, cycles,
+    checksum) matches the reference model on the same inputs, and the cycles are the pipeline's:
+    latency + (N - 1) * II (+1, the top's output FIFO) for a design whose first layer takes a burst."""
+    from qloom.boards.link import Link
+    from qloom.compiler import builddir
+    model, x = tfc.build(1, 1, n_in=16, hidden=(8,), n_out=4, binary_input=True)
+    acc = qloom.compile(model, x)
+    f = acc.fold(folding={"1": {"pe": 2, "simd": 4, "banks": 1}, "4": {"pe": 2, "simd": 2}})
+    dut = DataflowAccelerator(acc.graph, f)
+    types = acc.graph.validate()
+    ports = {"input": builddir.Port.for_stream("i", dut.in_type, dut.in_n, acc.graph.input_type.shape).to_dict(),
+             "output": builddir.Port.for_stream("o", dut.out_type, dut.out_n, types[acc.graph.output].shape).to_dict()}
+    top = UARTAccelTop(ports, dut=dut, divisor=4)
+    report = _uart_sim(top, bytes([0xB5]) + frames.to_bytes(4, "little"), 9, 4, 20000)
+    assert report[0] == 0x5B
+    cycles, got = int.from_bytes(report[1:5], "little"), int.from_bytes(report[5:9], "little")
+    import types as pytypes
+    link = Link(None, pytypes.SimpleNamespace(input=builddir.Port.from_dict(ports["input"]),
+                                              output=builddir.Port.from_dict(ports["output"])))
+    want = link.expected_checksum(acc.reference(link.pattern_frames(frames))) if frames else 0
+    assert got == want
+    pipe = dut.pipeline
+    assert cycles == (0 if frames == 0 else pipe.latency + (frames - 1) * pipe.ii + 1)   # +1: the top's FIFO

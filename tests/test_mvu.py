@@ -53,17 +53,21 @@ def dense_case(w, wt, xt):
     return g, g.output_type.dtype
 
 
-def check(w, wt, xt, pe, simd, x, *, stall_in=0.3, stall_out=0.3, seed=0, rom_style=None):
-    """Simulate the MVU on the frames x with random stalls; every element and beat count exact."""
+def check(w, wt, xt, pe, simd, x, *, stall_in=0.3, stall_out=0.3, seed=0, rom_style=None, thresholds=None,
+          **kw):
+    """Simulate the MVU on the frames x with random stalls; every element and beat count exact.
+    thresholds: one per output channel: the unit's output is then the bipolar acc >= T."""
     g, acc = dense_case(w, wt, xt)
     n, k = w.shape
-    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd, rom_style=rom_style)
+    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd, rom_style=rom_style, thresholds=thresholds, **kw)
     beats = [b for row in x for b in streams.to_beats(xt, row, simd)]
     assert len(beats) == len(x) * k // simd
     out = streams.run_stream(dut, dut.i, dut.o, beats, len(x) * n // pe,
                              stall_in=stall_in, stall_out=stall_out, seed=seed)
-    got = np.array(streams.from_beats(acc, out, pe)).reshape(len(x), n)
+    got = np.array(streams.from_beats(dut.out_type, out, pe)).reshape(len(x), n)
     want = reference.run(g, x)
+    if thresholds is not None:
+        want = np.where(want >= np.asarray(thresholds)[None, :], 1, -1)
     bad = np.argwhere(got != want)
     assert not len(bad), (f"frame {bad[0][0]}, acc[{bad[0][1]}]: got {got[tuple(bad[0])]}, "
                           f"want {want[tuple(bad[0])]} ({len(bad)} mismatches)")
@@ -148,6 +152,53 @@ def test_int_weights_with_few_values(what):
         check(w, wt, xt, 2, 5, make_inputs(rng, xt, 3, 10), stall_in=0.3, stall_out=0.5, seed=3)
 
 
+# ------------------------------------------------------------------ fused thresholds, buffer banks, memory register
+
+def thresholds_for(rng, g, xt, n):
+    """Random thresholds per channel spanning the accumulator range, with its extremes and beyond."""
+    lo, hi = g.nodes[0].acc_bounds(xt)
+    t = np.array([rng.integers(a - 1, b + 2) for a, b in zip(lo, hi)])
+    t[0] = lo[0]                      # always met
+    if n > 1:
+        t[1] = hi[1] + 1              # never met
+    return t
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases(max_n=12, max_k=20), st.sampled_from([1, 2]), st.booleans())
+def test_fused_thresholds_banks_mem_reg(c, banks, mem_reg):
+    """acc >= T as the sign of an accumulator started at -T, bit-exact for every lane kind, with one
+    or two input buffer banks and with or without the extra memory register."""
+    rng = np.random.default_rng(c["seed"])
+    w, wt = make_weights(rng, c["wkind"], c["n"], c["k"], c["wsigned"])
+    x = make_inputs(rng, c["xt"], c["frames"] + 2, c["k"])
+    g, _ = dense_case(w, wt, c["xt"])
+    t = thresholds_for(rng, g, c["xt"], c["n"])
+    check(w, wt, c["xt"], c["pe"], c["simd"], x, stall_in=c["stall_in"], stall_out=c["stall_out"],
+          seed=c["seed"], thresholds=t, banks=banks, mem_reg=mem_reg)
+    check(w, wt, c["xt"], c["pe"], c["simd"], x, stall_in=c["stall_in"], stall_out=c["stall_out"],
+          seed=c["seed"] + 1, banks=banks, mem_reg=mem_reg)
+
+
+@pytest.mark.parametrize("banks,burst,want_ii", [(2, False, True), (1, True, True), (1, False, False)])
+def test_one_bank_needs_a_bursty_writer(banks, burst, want_ii):
+    """One bank keeps the II when the writer sends each vector in a burst (the accelerator's input);
+    two banks keep it for any writer, here one beat every 3 cycles."""
+    rng = np.random.default_rng(5)
+    n, k, pe, simd = 8, 12, 2, 3                       # NF 4, SF 4: II 16
+    w, wt = make_weights(rng, "bipolar", n, k)
+    xt = ir.Int(4, False)
+    g, acc = dense_case(w, wt, xt)
+    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd, banks=banks)
+    frames = 6
+    x = make_inputs(rng, xt, frames, k)
+    beats = [b for row in x for b in streams.to_beats(xt, row, simd)]
+    got, t_in, t_out = drive(dut, beats, frames * n // pe, in_gap=0 if burst else 3)
+    assert (np.array(streams.from_beats(acc, got, pe)).reshape(frames, n) == reference.run(g, x)).all()
+    periods = np.diff(t_out[::n // pe])[2:]
+    assert (periods == dut.ii).all() == want_ii, periods
+
+
 # ------------------------------------------------------------------ per-cycle driver: II, latency, reset
 
 @pytest.mark.parametrize("n,k,pe,simd", [
@@ -172,10 +223,12 @@ def test_ii_and_latency_without_stalls(n, k, pe, simd):
     nf, sf = n // pe, k // simd
     ii = nf * sf
     assert dut.ii == ii
-    # II: first output beat of each frame, and first input beat of each frame, exactly ii apart
+    # II: the first output beat of each frame exactly ii apart
     assert np.diff(t_out[::nf]).tolist() == [ii] * (frames - 1)
-    assert np.diff(t_in[::sf]).tolist() == [ii] * (frames - 1)
-    assert t_out[0] - t_in[0] == dut.latency == sf + 2
+    # the input buffer takes vectors ahead of the outputs (two banks), never more than two
+    assert all(t_in[f * sf] < t_out[f * nf] for f in range(frames))
+    assert all(t_in[(f + 2) * sf] > t_out[f * nf] - dut.depth for f in range(frames - 2))
+    assert t_out[0] - t_in[0] == dut.latency == sf + dut.depth
     assert (np.array(streams.from_beats(acc, got, pe)).reshape(frames, n) == reference.run(g, x)).all()
 
 
@@ -233,11 +286,29 @@ def test_constructor_rejects_bad_types():
 
 
 def test_verilog_roms():
-    """One ROM per PE, (N/PE)*(K/SIMD) words of SIMD weights, rom_style in its attributes."""
+    """One weight memory for all PEs: (N/PE)*(K/SIMD) words of PE*SIMD weights, rom_style in its
+    attributes; the input buffer's ram_style likewise."""
     rng = np.random.default_rng(0)
     w, wt = make_weights(rng, 4, 6, 8)
     _, acc = dense_case(w, wt, ir.Int(4))
-    dut = MatrixVectorUnit(w, wt, ir.Int(4), acc, 3, 2, rom_style="block")
+    dut = MatrixVectorUnit(w, wt, ir.Int(4), acc, 3, 2, rom_style="block", ram_style="distributed")
     v = verilog.convert(dut, name="mvu")
-    assert v.count('rom_style = "block"') == 3
-    assert [int(d) for d in re.findall(r"reg \[7:0\] rom\d \[(\d+):0\];", v)] == [7, 7, 7]  # 4 bits x SIMD 2, 8 words
+    assert v.count('rom_style = "block"') == 1 and v.count('ram_style = "distributed"') == 1
+    assert re.findall(r"reg \[(\d+):0\] rom \[(\d+):0\];", v) == [("23", "7")]  # 4 bits x SIMD 2 x PE 3, 8 words
+
+
+@pytest.mark.parametrize("wkind,xt", [("bipolar", ir.Bipolar), ("bipolar", ir.Int(4, False)), (3, ir.Int(3, True))])
+def test_two_level_lut_rom(wkind, xt):
+    """rom_style "logic" with mem_reg, deeper than 32 words: the weights read in two registered levels
+    (16-word pieces, then the select); bit-exact under stalls, and the latency is the unit's."""
+    rng = np.random.default_rng(11)
+    w, wt = make_weights(rng, wkind, 12, 30)                 # PE 2, SIMD 3: 6 x 10 = 60 words
+    g, acc = dense_case(w, wt, xt)
+    dut = MatrixVectorUnit(w, wt, xt, acc, 2, 3, rom_style="logic", mem_reg=True)
+    assert dut.split_rom
+    check(w, wt, xt, 2, 3, make_inputs(rng, xt, 3, 30), rom_style="logic", mem_reg=True, stall_in=0.3,
+          stall_out=0.3)
+    x = make_inputs(rng, xt, 2, 30)
+    got, t_in, t_out = drive(dut, [b for row in x for b in streams.to_beats(xt, row, 3)], 12)
+    assert t_out[0] - t_in[0] == dut.latency
+    assert (np.array(streams.from_beats(acc, got, 2)).reshape(2, 12) == reference.run(g, x)).all()

@@ -69,21 +69,22 @@ def dense(tmp_path_factory):
     x = rng.integers(0, 16, (40, 16))
     good = tmp_path_factory.mktemp("dense")
     emit.write_build_dir(good, g, f, x_int=x)
-    # The MVU's ROM order (hdl/mvu.py): PE p, address nf*SF + sf holds W[nf*PE + p, sf*SIMD + l] in lane l,
-    # lane l at bits [2l+1:2l] (int2). Pick a zero weight and set its low bit: 0 -> +1.
+    # The MVU's weight memory (hdl/mvu.py): address nf*SF + sf holds W[nf*PE + p, sf*SIMD + l] of PE p in
+    # lane l at bits [2(p*SIMD+l)+1:2(p*SIMD+l)] (int2); PE 0's lanes are the low bits. Pick a zero weight of
+    # PE 0 and set its low bit: 0 -> +1.
     sf_n = 16 // simd
     text = (good / "accelerator.v").read_text()
     rom = {wd["address"]: wd["value"] for wd in faults.rom_words(text)
-           if wd["memory"] == "rom0" and "mvu" in wd["module"]}
+           if wd["memory"] == "rom" and "mvu" in wd["module"]}
     for addr in range(len(rom)):
         nf, sf = divmod(addr, sf_n)
         lanes = [(rom[addr] >> (2 * k)) & 3 for k in range(simd)]
         want = [int(v) & 3 for v in w[nf * pe, sf * simd:(sf + 1) * simd]]
-        assert lanes == want, f"ROM layout assumption broken at rom0[{addr}]: {lanes} != {want}"
+        assert lanes == want, f"ROM layout assumption broken at rom[{addr}]: {lanes} != {want}"
     addr, lane = next((a, k) for a in range(len(rom)) for k in range(simd)
                       if w[(a // sf_n) * pe, (a % sf_n) * simd + k] == 0)
     bad = tmp_path_factory.mktemp("dense") / "fault"
-    info = faults.plant_fault(good, bad, module="mvu", memory="rom0", address=addr, bit=2 * lane)
+    info = faults.plant_fault(good, bad, module="mvu", memory="rom", address=addr, bit=2 * lane)
     n, k = (addr // sf_n) * pe, (addr % sf_n) * simd + lane
     w2 = w.copy()
     w2[n, k] = 1

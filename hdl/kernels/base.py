@@ -11,6 +11,12 @@ latency and cycle counts: kernels ask the component class (its static
 `fold`, `plan`, `estimate` (hdl/folding.py), the accelerator assembly
 (hdl/accelerator.py) and the board-fit search (boards/fit.py) iterate over
 kernels; nothing outside a kernel looks at what kind of operator it is.
+
+Graph-shaped networks: a kernel names its component's stream ports (`in_ports`,
+`out_ports`: a join such as the add has several inputs, a fork several outputs)
+with a type and beat width per input (`in_types`, `in_ns`), and states its data
+dependencies (`need`: input beats before each output beat), from which the FIFOs on
+reconvergent branches are sized (hdl/reconvergence.py).
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
+
+import numpy as np
 
 from qloom.compiler import ir
 from qloom.compiler.errors import BadInput
@@ -39,6 +47,7 @@ class MemoryModel:
     configs: tuple
     lutram_bits: int = 16
     min_depth: int = 128
+    family: str = "generic"     # the LUT/FF cost tables kernels use (hdl/kernels/costs.py): ice40, ecp5, generic
 
     def blocks(self, width: int, depth: int) -> int:
         """Block RAMs for a width x depth memory (best aspect ratio)."""
@@ -55,7 +64,8 @@ class MemoryModel:
 
 # Xilinx RAMB18 / ECP5 DP16KD (18 Kbit), and iCE40 SB_RAM40_4K (4 Kbit EBR).
 BRAM18 = MemoryModel("BRAM18", 18432, ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512)))
-EBR = MemoryModel("EBR", 4096, ((16, 256), (8, 512), (4, 1024), (2, 2048)))
+EBR = MemoryModel("EBR", 4096, ((16, 256), (8, 512), (4, 1024), (2, 2048)), family="ice40")
+DP16KD = MemoryModel("DP16KD", 18432, BRAM18.configs, family="ecp5")     # ECP5's 18-Kbit block RAM
 
 
 @dataclass
@@ -65,10 +75,11 @@ class Resources:
     brams: int = 0
     dsps: int = 0
     depth: int = 1          # pipeline registers through the stage (for reports)
+    lone_ffs: float = 0     # flip-flops no LUT of their own feeds (an iCE40 logic cell each)
 
     def row(self) -> dict:
         return {"luts": int(round(self.luts)), "ffs": int(self.ffs), "brams": int(self.brams),
-                "dsps": int(self.dsps), "depth": self.depth}
+                "dsps": int(self.dsps), "depth": self.depth, "lone_ffs": int(round(self.lone_ffs))}
 
 
 @dataclass(eq=False)
@@ -92,6 +103,51 @@ class Kernel:
 
     def __post_init__(self):
         pass
+
+    # ------------------------------------------------------------ ports (a pipeline is a DAG of kernels)
+    @property
+    def in_ports(self) -> tuple:
+        """The component's input stream names; a join (add, concat) has several."""
+        return ("i",)
+
+    @property
+    def out_ports(self) -> tuple:
+        """The component's output stream names; a fork has several."""
+        return ("o",)
+
+    @property
+    def in_types(self) -> tuple:
+        """The tensor type on each input port."""
+        return tuple(self.extra.get("in_types", (self.in_type,) * len(self.in_ports)))
+
+    @property
+    def in_ns(self) -> tuple:
+        """Elements per beat on each input port."""
+        return tuple(self.extra.get("in_ns", (self.in_n,) * len(self.in_ports)))
+
+    def in_beats(self, port: int = 0) -> int:
+        return self.in_types[port].size // self.in_ns[port]
+
+    @property
+    def out_beats(self) -> int:
+        return self.out_type.size // self.out_n
+
+    # ------------------------------------------------------------ data dependencies (reconvergent FIFOs)
+    @property
+    def order_preserving(self) -> bool:
+        """The output is the input's elements in the same order, only re-beaten. True for plumbing
+        (FIFOs, width converters, forks: no IR node of their own) and elementwise kernels."""
+        return self.node is None
+
+    def need(self, j, port: int = 0) -> np.ndarray:
+        """For output beats j of a frame (0-based, a numpy array): how many beats of that frame on input
+        `port` must have come in before each can leave. Kernels that stream override it; the default
+        (the whole input frame, else the order-preserving count) is never too small, so the FIFOs that
+        hdl/reconvergence.py sizes with it are safe, only as small as it is exact."""
+        j = np.asarray(j, dtype=np.int64)
+        if self.order_preserving:
+            return -(-(j + 1) * self.out_n // self.in_ns[port])        # ceil((j+1) * out_n / in_n)
+        return np.full(j.shape, self.in_beats(port), dtype=np.int64)
 
     # ------------------------------------------------------------ timing
     @property
@@ -118,6 +174,11 @@ class Kernel:
         """Whether this stage's cycles bound the II (a FIFO only buffers)."""
         return True
 
+    def join_times(self, firsts, lasts) -> tuple[int, int]:
+        """(first, last) output beat cycles of a frame whose beats reach the input ports at firsts[k]..lasts[k].
+        A stage moves when all its inputs are there: the latest input decides."""
+        return self.frame_times(max(firsts), max(lasts))
+
     # ------------------------------------------------------------ resources and hardware
     def resources(self, mem: MemoryModel) -> Resources:
         raise NotImplementedError
@@ -141,6 +202,12 @@ class NodeKernel(Kernel):
         """The kernels (plumbing first) that compute `node`, given the incoming beat width
         `in_n` (None: this is the first stage; it chooses)."""
         raise NotImplementedError
+
+    @classmethod
+    def absorbs(cls, node, consumer, types: dict) -> bool:
+        """Whether this node's stage also computes `consumer`, its only consumer (plan() then passes
+        stages() `absorb=consumer` and gives the consumer no stage of its own). Default: never."""
+        return False
 
     # foldable kernels override these three
     @classmethod
@@ -170,6 +237,7 @@ class ElementwiseKernel(NodeKernel):
     """A node applied element by element: it keeps the incoming beat width (1 element per beat
     when it comes first) and takes one beat per cycle."""
     lanes = "pe"            # what its beat width is called in reports
+    order_preserving = True
 
     @classmethod
     def stages(cls, node, types, folding, in_n):
@@ -182,10 +250,16 @@ class ElementwiseKernel(NodeKernel):
 
 
 REGISTRY: dict[type, type] = {}
+SPECIALISED: list = []      # kernels for a subset of a node type's nodes (`accepts`), asked first
 
 
 def register(cls):
-    """Class decorator: the kernel computes the IR node types in `cls.node_types`."""
+    """Class decorator: the kernel computes the IR node types in `cls.node_types`; a kernel that
+    defines `accepts(node)` takes only the nodes it accepts (e.g. depthwise convs) and is asked
+    before the kernel registered for the whole type."""
+    if "accepts" in vars(cls):
+        SPECIALISED.append(cls)
+        return cls
     for t in cls.node_types:
         REGISTRY[t] = cls
     return cls
@@ -193,6 +267,9 @@ def register(cls):
 
 def kernel_for(node) -> type | None:
     """The kernel class of an IR node (None for nodes that need no hardware, e.g. Flatten)."""
+    for cls in SPECIALISED:
+        if isinstance(node, cls.node_types) and cls.accepts(node):
+            return cls
     for t in type(node).__mro__:
         if t in REGISTRY:
             return REGISTRY[t]

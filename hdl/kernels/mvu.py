@@ -8,9 +8,16 @@ import numpy as np
 from qloom.compiler import ir
 
 from ..mvu import MatrixVectorUnit
-from .base import NodeKernel, Resources, register
+from . import costs
+from .base import FoldingError, NodeKernel, Resources, register
 from .plumbing import FIFOKernel
 from .swg import SWGKernel
+
+# per-layer options a folding entry may carry besides pe and simd (boards/fit.py sets them per device)
+OPTIONS = {"weights": ("block", "distributed", "logic"),   # the weight memory's rom_style
+           "ibuf": ("block", "distributed", "logic"),      # the input buffer's ram_style
+           "banks": (1, 2),                                # input buffer banks
+           "mem_reg": (False, True)}                       # register after the memory reads
 
 
 def conv_matrix(node: ir.Conv2d, in_channels: int) -> np.ndarray:
@@ -26,11 +33,12 @@ def conv_matrix(node: ir.Conv2d, in_channels: int) -> np.ndarray:
 
 
 def _mac_luts(wtype, xtype, acc_bits) -> float:
-    """LUTs for one SIMD lane of one PE: its product and its share of the adder tree."""
+    """LUTs for one lane of a multiply-accumulate: its product and its share of the adder tree
+    (a first-order figure, used by kernels without a structural model, e.g. vvu)."""
     if isinstance(wtype, ir.BipolarType) and isinstance(xtype, ir.BipolarType):
-        return 1.0                                  # XNOR + popcount
+        return 2.5                                  # XNOR + popcount (measured 2.3-2.5 on iCE40)
     if isinstance(wtype, ir.BipolarType) or isinstance(xtype, ir.BipolarType):
-        return xtype.bits + 1 if isinstance(wtype, ir.BipolarType) else wtype.bits + 1  # add/sub
+        return 1.5 * (xtype.bits if isinstance(wtype, ir.BipolarType) else wtype.bits) + 2   # select + tree
     return wtype.bits * xtype.bits + acc_bits / 2   # multiplier in LUTs + tree
 
 
@@ -58,13 +66,20 @@ class MVUKernel(NodeKernel):
         return oh * ow * (kk * k // simd) * (n // pe)
 
     @classmethod
-    def stages(cls, node, types, folding, in_n):
+    def absorbs(cls, node, consumer, types):
+        """A bipolar MultiThreshold (one threshold per channel, base -1) on the accumulator: the unit's
+        accumulator starts at -T and its output is the sign bit (no comparator, no threshold stage)."""
+        return (isinstance(consumer, ir.MultiThreshold) and isinstance(consumer.out_type, ir.BipolarType)
+                and consumer.thresholds.shape[1] == 1 and consumer.base == -1)
+
+    @classmethod
+    def stages(cls, node, types, folding, in_n, absorb=None):
         f = (folding or {}).get(node.name)
         if f is None:
-            from .base import FoldingError
             raise FoldingError(f"no folding for layer '{node.name}'")
         pe, simd = f["pe"], f["simd"]
         cls.check(node, types, pe, simd)
+        opts = cls.options(node, f)
         t_in, t_out = types[node.inputs[0]], types[node.output]
         out = []
         if isinstance(node, ir.Conv2d):
@@ -72,14 +87,29 @@ class MVUKernel(NodeKernel):
             h, w, c = t_in.shape
             out.append(FIFOKernel(node.name + ":fifo", None, t_in, t_in, simd, simd,
                                   {"depth": max(2, min(h, 2) * w * c // simd)}))
-            swg = SWGKernel(node.name + ":swg", node, t_in, None, simd, simd)
+            kk = node.kernel[0] * node.kernel[1]
+            period = (t_out.shape[-1] // pe) * (kk * c // simd)   # the MVU's cycles per output pixel
+            swg = SWGKernel(node.name + ":swg", node, t_in, None, simd, simd, {"period": period})
             out.append(swg)
             t_in = swg.out_type
-        else:
-            out.append(FIFOKernel(node.name + ":fifo", None, t_in, t_in, simd, simd,
-                                  {"depth": max(2, t_in.size // simd)}))
-        out.append(cls(node.name, node, t_in, t_out, simd, pe, {"pe": pe, "simd": simd}))
+        # a Dense needs no FIFO: the MVU's input buffer holds its vector (two banks: any writer)
+        if absorb is not None:
+            t = np.broadcast_to(absorb.thresholds[:, 0], (t_out.shape[-1],))
+            opts.update(acc_type=t_out.dtype, thresholds=np.array(t), fused=absorb.name)
+            t_out = types[absorb.output]
+        out.append(cls(node.name, node, t_in, t_out, simd, pe, {"pe": pe, "simd": simd, **opts}))
         return out
+
+    @classmethod
+    def options(cls, node, f) -> dict:
+        """The implementation options of a folding entry, checked (see OPTIONS)."""
+        opts = {}
+        for k, allowed in OPTIONS.items():
+            if k in f and f[k] is not None:
+                if f[k] not in allowed:
+                    raise FoldingError(f"layer '{node.name}': {k}={f[k]!r} is not one of {list(allowed)}")
+                opts[k] = f[k]
+        return opts
 
     # ------------------------------------------------------------ one stage
     @property
@@ -105,8 +135,30 @@ class MVUKernel(NodeKernel):
         return wtype
 
     def build(self):
-        return MatrixVectorUnit(self.weight, self.wtype, self.in_type.dtype, self.out_type.dtype,
-                                self.pe, self.simd)
+        e = self.extra
+        return MatrixVectorUnit(self.weight, self.wtype, self.in_type.dtype, self.acc_type, self.pe, self.simd,
+                                rom_style=e.get("weights", self.default_rom_style()),
+                                thresholds=self.thresholds, banks=e.get("banks", 2),
+                                ram_style=e.get("ibuf"), mem_reg=e.get("mem_reg", False))
+
+    @property
+    def acc_type(self):
+        """The accumulator type (the output's, unless a threshold is fused in)."""
+        t = self.extra.get("acc_type")
+        return t if t is not None else self.out_type.dtype
+
+    @property
+    def thresholds(self):
+        """One threshold per channel when a bipolar MultiThreshold is fused in (else None)."""
+        return self.extra.get("thresholds")
+
+    def default_rom_style(self) -> str:
+        """Device-independent default: a shallow weight memory (<= 32 words) in LUTs, else block RAM."""
+        return "logic" if self.unit_depth() <= 32 else "block"
+
+    def unit_depth(self) -> int:
+        n, k = self.weight.shape
+        return (n // self.pe) * (k // self.simd)
 
     @property
     def cycles(self):
@@ -115,24 +167,52 @@ class MVUKernel(NodeKernel):
 
     def frame_times(self, first, last):
         u = self.unit
-        depth = u.latency - u.sf                  # pipeline registers after the last slice
-        if self.in_type.size == self.in_type.shape[-1]:          # Dense: the whole vector first
-            first = last + depth
+        if self.in_type.size == self.in_type.shape[-1]:
+            # Dense: the buffer's first pass issues each beat the cycle after it is written, so the
+            # last beat of the vector is issued at last + 1 and its pass leaves `depth` cycles later
+            first = last + 1 + u.depth
             return first, first + (u.nf - 1) * u.sf
-        # conv: one vector per pixel
-        return first + u.sf + depth - 1, max(last + depth + (u.nf - 1) * u.sf, first + self.cycles)
+        # conv: one vector per pixel; the window generator's `last` already waits for this unit to be
+        # free for the last window (SWGKernel.frame_times)
+        return first + u.sf + u.depth, last + 1 + u.depth + (u.nf - 1) * u.sf
+
+    def need(self, j, port=0):
+        """Input beats output beat j waits for: every beat of its vector (a Dense's, or a conv pixel's window)."""
+        return (np.asarray(j) // self.unit.nf + 1) * self.unit.sf
 
     def resources(self, mem):
-        ti, to = self.in_type, self.out_type
-        pe, simd, acc = self.pe, self.simd, to.dtype.bits
-        r = Resources(depth=2)
-        r.luts = pe * simd * _mac_luts(self.node.wtype, ti.dtype, acc) + pe * acc * 2 + 40
-        r.ffs = pe * acc * 2 + simd * ti.dtype.bits * 2 + 32
-        rom_depth = self.unit.nf * self.unit.sf
-        blocks, luts = mem.place(simd * self.node.wtype.bits, rom_depth)
-        r.brams += pe * blocks
-        r.luts += pe * luts
-        blocks, luts = mem.place(simd * ti.dtype.bits, ti.shape[-1] // simd)    # the input buffer
-        r.brams += blocks
-        r.luts += luts
+        """Counted from what the unit builds (MatrixVectorUnit.structure) with the family's costs."""
+        st = self.unit.structure()
+        k = st["kind"]
+        r = Resources(depth=self.unit.depth)
+        pairs = st["first_values"] if k != "select_x" else st["first_values"] - -(-st["simd"] // 2)
+        if k == "xnor":
+            r.luts += pairs * costs.c(mem, "xnor_pair")
+        elif k == "select_x":
+            r.luts += st["first_bits"] * costs.c(mem, "select_pair") * (pairs / max(1, st["first_values"]))
+        elif k == "select_w":
+            r.luts += st["lanes"] * st["wbits"] * costs.c(mem, "select_bit") + st["first_bits"]
+        elif k == "ternary":
+            r.luts += st["lanes"] * (st["xbits"] + 1) * costs.c(mem, "ternary_bit") + st["first_bits"]
+        else:
+            r.luts += st["lanes"] * st["wbits"] * st["xbits"] * costs.c(mem, "mul_bit") + st["first_bits"]
+        r.luts += st["adder_bits"] * costs.c(mem, "adder_bit") + st["fix_bits"] * costs.c(mem, "fix_bit")
+        r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + costs.c(mem, "control")
+        r.ffs += st["first_bits"] + st["adder_bits"] + st["fix_bits"] + st["acc_bits"] + st["tags"] + 24
+        out_bits = self.pe * (1 if self.thresholds is not None else self.acc_type.bits)
+        r.luts += out_bits + 4                                    # the output FIFO: 2 beats, a read mux
+        r.ffs += 2 * out_bits + 2
+        r.lone_ffs += 2 * out_bits
+        r.ffs += st["mem_reg_bits"] + st["pass_bits"] + st["split_rom_bits"]
+        r.lone_ffs += st["mem_reg_bits"] + st["tags"] + st["pass_bits"] + st["adders"] * costs.c(mem, "carry_out_lone")
+        e = self.extra
+        for part in (costs.rom(mem, *st["weights"], e.get("weights", self.default_rom_style())),
+                     costs.ram(mem, *st["buffer"], e.get("ibuf")),
+                     costs.rom(mem, *(st["starts"] or (0, 0)), "logic")):
+            r.luts += part.luts
+            r.ffs += part.ffs
+            r.brams += part.brams
+            r.lone_ffs += part.lone_ffs
+        if st["starts"]:       # the start ROM is read combinationally: no read register
+            r.ffs -= st["starts"][0]
         return r

@@ -3,10 +3,19 @@
 """Plumbing kernels the planner inserts: FIFOs and width converters (no IR node of their own)."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import streams
 from ..fifo import StreamFIFO
 from ..width_converter import WidthConverter
 from .base import Kernel, Resources
+
+
+def spread(first: int, last: int, n: int) -> np.ndarray:
+    """n beat times evenly spaced from first to last (integers)."""
+    if n == 1:
+        return np.array([first], dtype=np.int64)
+    return first + (np.arange(n, dtype=np.int64) * (last - first)) // (n - 1)
 
 
 class FIFOKernel(Kernel):
@@ -27,7 +36,7 @@ class FIFOKernel(Kernel):
 
     @property
     def latency(self):
-        return StreamFIFO.LATENCY
+        return StreamFIFO.latency_for(self.depth)
 
     def build(self):
         return StreamFIFO(streams.beat_layout(self.in_type.dtype, self.in_n), self.depth)
@@ -54,9 +63,33 @@ class WidthKernel(Kernel):
     def latency(self):
         return WidthConverter.LATENCY
 
+    def frame_times(self, first, last):
+        """Exact for evenly spaced input beats (what an MVU, or the accelerator's input, sends): output
+        beat j leaves one cycle after the input beat that completes it, and at most one a cycle."""
+        t_in = spread(first, last, self.in_type.size // self.in_n)
+        j = np.arange(self.in_type.size // self.out_n)
+        ready = t_in[-(-(j + 1) * self.out_n // self.in_n) - 1] + self.latency
+        t_out = np.maximum.accumulate(ready - j) + j          # out[j] = max(ready[j], out[j-1] + 1)
+        return int(t_out[0]), int(t_out[-1])
+
     def build(self):
-        return WidthConverter(self.in_type.dtype, self.in_n, self.out_n, self.in_type.size)
+        return WidthConverter(self.in_type.dtype, self.in_n, self.out_n, self.in_type.size, slack=self.slack)
+
+    @property
+    def slack(self) -> int:
+        """Extra whole input beats a downsizer holds: one, so that a producer that sends two beats
+        back to back (a pooling unit at a row's end) is not stalled while the first goes out."""
+        return 1 if self.in_n > self.out_n else 0
 
     def resources(self, mem):
-        bits = self.in_type.dtype.bits * max(self.in_n, self.out_n)
-        return Resources(luts=bits, ffs=2 * bits)
+        """The gearbox's register (cap units of g elements) and, per bit, a mux over the positions an
+        input beat can be written to (WidthConverter.elaborate); fitted to Yosys on iCE40 and ECP5."""
+        from math import gcd
+        g = gcd(self.in_n, self.out_n)
+        n_in, n_out = self.in_n // g, self.out_n // g
+        cap = n_in + n_out - 1 + self.slack * n_in
+        bits = cap * g * self.in_type.dtype.bits
+        positions = cap - n_in + 1                  # where an input beat can be written
+        sources = min(n_in, positions)              # input pieces a slot can take, besides the shift
+        count = (cap + 1).bit_length()
+        return Resources(luts=0.9 * bits * sources + cap + 2 * count + 4, ffs=bits + count)

@@ -3,10 +3,13 @@
 """The sliding-window kernel: a convolution's im2col stream (plumbing of the conv's MVU stage)."""
 from __future__ import annotations
 
+import numpy as np
+
 from qloom.compiler import ir
 
 from ..swg import SlidingWindowGenerator
 from .base import Kernel, Resources
+from .plumbing import spread
 
 
 class SWGKernel(Kernel):
@@ -21,18 +24,24 @@ class SWGKernel(Kernel):
     def build(self):
         n = self.node
         return SlidingWindowGenerator(self.in_type.dtype, self.in_type.shape, n.kernel, n.stride, n.padding,
-                                      n.pad_value, self.in_n)
+                                      n.pad_value, self.in_n, period=self.extra.get("period"))
 
     @property
     def cycles(self):
         return self.unit.cycles
 
     def frame_times(self, first, last):
-        h, w, _ = self.in_type.shape
-        (kh, kw), (ph, pw) = self.node.kernel, self.node.padding
-        fill = ((kh - 1 - ph) * w + kw - pw) / (h * w)      # share of the frame in before the first window
-        first = first + int(fill * (last - first)) + self.latency
-        return first, max(last + self.latency, first + self.cycles - 1)
+        """The generator's own model of its handshakes with its consumer, the conv's MVU
+        (SlidingWindowGenerator.window_times), the input beats evenly spaced from first to last.
+        `last` is when the MVU has the last window's final beat to issue in its first pass: the
+        cycle before it starts on that window, plus the window's beats (MVUKernel.frame_times)."""
+        t, starts = self.unit.window_times(spread(first, last, self.in_type.size // self.in_n))
+        per_pixel = self.out_type.shape[-1] // self.out_n
+        return int(t[0]), int(max(t[-1] + per_pixel - 1, starts[-1] + per_pixel - 2))
+
+    def need(self, j, port=0):
+        """Input beats a frame's output beat j waits for: its pixel's `need` in the generator (beats)."""
+        return self.unit._need[np.asarray(j) // (self.out_type.shape[-1] // self.out_n)]
 
     def resources(self, mem):
         width = self.in_n * self.in_type.dtype.bits

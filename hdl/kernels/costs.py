@@ -1,0 +1,99 @@
+"""LUT/FF/block-RAM costs per device family, for the kernels' resource models.
+
+Every number here is measured: Yosys 0.70 (`synth_ice40 -dsp`, `synth_ecp5`) on the
+components alone and nextpnr 0.11 on whole designs (bench/calibrate.py prints the
+model against Yosys per stage; docs/hardware.md has the tables). Units: LUT4 (on ECP5
+a CCU2C carry cell counts as two), flip-flops, block RAMs of the MemoryModel
+(iCE40 4-Kbit EBR, ECP5/generic 18-Kbit). `lone_ffs` are flip-flops that no LUT of
+their own feeds: on iCE40 each takes a logic cell of its own.
+
+The memory rules mirror the attributes the kernels put on their memories, so what is
+estimated is what Yosys builds: `rom_style`/`ram_style` "block" -> block RAM, "logic"
+-> LUTs (ROM) or flip-flops (RAM), "distributed" -> LUT-RAM where the family has it
+(ECP5), and no attribute -> Yosys' own choice, modelled per family.
+"""
+from __future__ import annotations
+
+import math
+
+from .base import MemoryModel, Resources
+
+
+def family(mem: MemoryModel) -> str:
+    return getattr(mem, "family", "generic")
+
+
+# LUT4 per unit of structure (see MatrixVectorUnit.structure), per family.
+COST = {
+    "ice40": dict(
+        xnor_pair=2.0,        # two XNOR lanes summed into a 2-bit count
+        select_pair=2.0,      # per result bit: 0 / x0 / x1 / x0+x1 chosen by two weight bits
+        select_bit=1.0,       # per result bit: x or 0 (one lane)
+        mul_bit=1.0,          # per product bit, small multipliers (x bits * w bits)
+        adder_bit=1.0,        # a registered 2-input adder, per result bit
+        acc_bit=2.0,          # accumulator: start-or-acc mux + adder, per bit
+        fix_bit=1.0,          # 2*part - sum(x), per bit
+        control=60.0,         # counters (buffer, weight address, fold), buffer control, tags
+        ternary_bit=2.0,      # per lane and input bit: x, -x or 0 (a negation and a mux)
+        bank_mux=0.6,         # per bit and extra row of block RAMs in depth: the bank-select mux
+        carry_out_lone=0.6,   # per adder: its carry-out bit's flip-flop, fed by the carry chain, not a LUT
+        rom_lut_bits=16.0,    # LUT-ROM: bits of one LUT4 (depth <= 16)
+        ram_collision=1.0,    # block RAM with a write port: bypass LUT per data bit (Yosys' emulation)
+        ram_collision_ff=1.0,
+    ),
+    "ecp5": dict(
+        xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.5, acc_bit=2.0, fix_bit=1.0,
+        control=80.0, ternary_bit=2.0, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
+        ram_collision_ff=1.0,
+    ),
+}
+COST["generic"] = COST["ice40"]
+
+
+def c(mem: MemoryModel, key: str) -> float:
+    return COST[family(mem)][key]
+
+
+def rom(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resources:
+    """A ROM with a synchronous read: block RAM ("block", or deep enough for Yosys) or LUTs."""
+    r = Resources()
+    if width <= 0 or depth <= 0:
+        return r
+    if style == "block" or (style is None and depth >= 128):
+        r.brams = mem.blocks(width, depth)
+        rows = r.brams // max(1, math.ceil(width / max(w for w, _ in mem.configs)))
+        r.luts = width * max(0, rows - 1) * c(mem, "bank_mux")
+        return r
+    # LUT-ROM: one LUT4 per 16 words and output bit, and the muxes between them (ABC shares them in
+    # deep ROMs), and the read register
+    blocks = math.ceil(depth / c(mem, "rom_lut_bits"))
+    r.luts = width * (blocks + (blocks - 1) * (0.9 if blocks <= 16 else 0.2))
+    r.ffs = width
+    return r
+
+
+def ram(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resources:
+    """A 1-read 1-write RAM with a synchronous read: block RAM, LUT-RAM (ECP5) or flip-flops."""
+    r = Resources()
+    if width <= 0 or depth <= 0:
+        return r
+    fam = family(mem)
+    bits = width * depth
+    if style is None:   # Yosys' choice: block RAM when cheaper than flip-flops (cost 64 per EBR on iCE40)
+        if fam == "ecp5":
+            style = "distributed" if depth <= 64 else "block"
+        else:
+            style = "block" if 64 * mem.blocks(width, depth) < bits else "logic"
+    if style == "block":
+        r.brams = mem.blocks(width, depth)
+        r.luts = width * c(mem, "ram_collision") + 8
+        r.ffs = width * c(mem, "ram_collision_ff")
+        r.lone_ffs = r.ffs
+    elif style == "distributed" and fam == "ecp5":
+        r.luts = width * math.ceil(depth / 16) * 0.5 + 8       # DPR16X4: 16 x 4 bits in two LUT4s' room
+        r.ffs = width
+    else:               # flip-flops and a read mux (depth - 1 2:1 muxes per bit)
+        r.ffs = bits + width
+        r.lone_ffs = bits
+        r.luts = width * max(0, depth - 1) + 8
+    return r

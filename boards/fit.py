@@ -22,6 +22,8 @@ from .targets import BOARDS, FIT_MARGIN, LC_PACKING, top_resources
 
 # LUT4 a block RAM is worth when choosing a layer's PE x SIMD shape (the device's LUT/BRAM ratio, halved)
 BRAM_WORTH = {"ice40": 88, "ecp5": 200}
+# block RAMs left unallocated: Yosys packs the ECP5's small memories (FIFOs, rings) a few blocks off the model
+BRAM_SLACK = {"ice40": 0, "ecp5": 4}
 
 
 def _totals(graph, folding, info) -> dict:
@@ -165,7 +167,8 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) 
         mems += [(node.name, name, opts) for name, opts in best[2]]
     # the block RAMs the rest of the design takes (width converters, window generators, ...)
     fixed_brams = sum(s.resources(mem).brams for s in folding_mod.plan(graph, out) if s.kind != "mvu")
-    choice = _allocate([o for _, _, o in mems], info["capacity"]["brams"] - fixed_brams)
+    budget = info["capacity"]["brams"] - fixed_brams - BRAM_SLACK[family]
+    choice = _allocate([o for _, _, o in mems], budget)
     for (layer, name, _), style in zip(mems, choice):
         out[layer][name] = style
     return out

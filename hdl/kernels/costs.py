@@ -34,7 +34,7 @@ COST = {
         acc_bit=2.0,          # accumulator: start-or-acc mux + adder, per bit
         fix_bit=1.0,          # 2*part - sum(x), per bit
         control=60.0,         # counters (buffer, weight address, fold), buffer control, tags
-        ternary_bit=2.0,      # per lane and input bit: x, -x or 0 (a negation and a mux)
+        ternary_bit=1.3,      # per lane and input bit: x, -x or 0 (a negation and a mux)
         bank_mux=0.6,         # per bit and extra row of block RAMs in depth: the bank-select mux
         carry_out_lone=0.6,   # per adder: its carry-out bit's flip-flop, fed by the carry chain, not a LUT
         rom_lut_bits=16.0,    # LUT-ROM: bits of one LUT4 (depth <= 16)
@@ -42,8 +42,8 @@ COST = {
         ram_collision_ff=1.0,
     ),
     "ecp5": dict(
-        xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.5, acc_bit=2.0, fix_bit=1.0,
-        control=80.0, ternary_bit=2.0, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
+        xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=0.7, acc_bit=2.0, fix_bit=1.0,
+        control=60.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
         ram_collision_ff=1.0,
     ),
 }
@@ -81,7 +81,7 @@ def ram(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resource
     bits = width * depth
     if style is None:   # Yosys' choice: block RAM when cheaper than flip-flops (cost 64 per EBR on iCE40)
         if fam == "ecp5":
-            style = "distributed" if depth <= 64 else "block"
+            style = "distributed" if depth <= 16 or bits < 512 else "block"
         else:
             style = "block" if 64 * mem.blocks(width, depth) < bits else "logic"
     if style == "block":

@@ -42,12 +42,12 @@ class FIFOKernel(Kernel):
         return StreamFIFO(streams.beat_layout(self.in_type.dtype, self.in_n), self.depth)
 
     def resources(self, mem):
+        """lib.fifo's memory as Yosys maps it (costs.ram), its output register and pointers."""
+        from . import costs
         width = self.in_type.dtype.bits * self.in_n
-        r = Resources(ffs=width + 16)
-        if self.depth >= mem.min_depth:
-            r.brams = mem.blocks(width, self.depth)
-        else:
-            r.luts = width * self.depth / mem.lutram_bits + 16
+        r = costs.ram(mem, width, self.depth, None)
+        r.ffs += width + 16
+        r.luts += 16
         return r
 
 

@@ -9,6 +9,7 @@ from qloom.compiler import ir
 
 from ..maxpool import MaxPool
 from ..sumpool import SumPool
+from . import costs
 from .base import ElementwiseKernel, Resources, register
 from .plumbing import spread
 
@@ -44,8 +45,9 @@ class _PoolKernel(ElementwiseKernel):
         h, w, c = self.in_type.shape
         width = self.in_n * self.out_type.dtype.bits
         row_beats = max(1, w * c // (self.node.kernel[1] * self.in_n))     # one row of partial results
-        blocks, luts = mem.place(width, row_beats)
-        return Resources(luts=3 * width + 30 + luts, ffs=2 * width + 30, brams=blocks, depth=2)
+        rows = costs.ram(mem, width, row_beats, None)        # the row buffer, as Yosys maps it
+        return Resources(luts=3 * width + 30 + rows.luts, ffs=2 * width + 30 + rows.ffs, brams=rows.brams, depth=2,
+                         lone_ffs=rows.lone_ffs)
 
 
 @register

@@ -8,6 +8,7 @@ import numpy as np
 from qloom.compiler import ir
 
 from ..swg import SlidingWindowGenerator
+from . import costs
 from .base import Kernel, Resources
 from .plumbing import spread
 
@@ -46,6 +47,6 @@ class SWGKernel(Kernel):
     def resources(self, mem):
         width = self.in_n * self.in_type.dtype.bits
         r = Resources(luts=60 + 2 * width, ffs=60 + 2 * width, depth=2)
-        blocks, luts = mem.place(width, self.unit.depth)
-        r.brams, r.luts = blocks, r.luts + luts
+        ring = costs.ram(mem, width, self.unit.depth, None)          # the ring, as Yosys maps it
+        r.brams, r.luts, r.ffs, r.lone_ffs = ring.brams, r.luts + ring.luts, r.ffs + ring.ffs, ring.lone_ffs
         return r

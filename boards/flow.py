@@ -100,11 +100,21 @@ def _noabc_map(family: str) -> str:
 
 
 def _add_noabc(ys: str, synth_cmd: str) -> str:
+    """top.ys with the LUT mapping that failed in ABC replaced.
+
+    synth_ice40 takes -noabc (gate-level LUTs, the gates its gate2lut leaves are mapped by noabc_gates.v).
+    synth_ecp5 is synth_lattice in Yosys 0.70, which has no -noabc: run it up to its abc9 step, map
+    with the classic `abc -lut 4` instead (a different ABC flow), and run the rest."""
     lines = ys.splitlines()
     for i, ln in enumerate(lines):
         if ln.strip().startswith(synth_cmd + " "):
-            lines[i] = ln.replace(synth_cmd + " ", synth_cmd + " -noabc ", 1)
-            lines.insert(i + 1, "techmap -map noabc_gates.v\nopt_clean")
+            if synth_cmd == "synth_ice40":
+                lines[i] = ln.replace(synth_cmd + " ", synth_cmd + " -noabc ", 1)
+                lines.insert(i + 1, "techmap -map noabc_gates.v\nopt_clean")
+            else:
+                cmd = ln.strip()
+                lines[i] = (f"{cmd} -run :map_luts\ntechmap -map +/lattice/latches_map.v\nabc -lut 4\nclean\n"
+                            f"{cmd} -run map_cells:")
             return "\n".join(lines) + "\n"
     raise SynthError(f"no {synth_cmd} line in top.ys")
 
@@ -168,8 +178,9 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
     if rc != 0:
         rpt = (out / "top.rpt").read_text(errors="replace") if (out / "top.rpt").exists() else ""
         tail = [ln for ln in rpt.splitlines() if "ERROR" in ln or "abc" in ln.lower()][-3:]
-        notes.append(f"{info['synth_cmd']} failed (exit {rc}) in ABC; retried with -noabc "
-                     f"(LUT mapping without ABC: more LUTs, lower Fmax)")
+        how = ("-noabc (LUT mapping without ABC: more LUTs, lower Fmax)" if info["family"] == "ice40" else
+               "classic 'abc -lut 4' instead of abc9 (no timing-driven mapping: lower Fmax)")
+        notes.append(f"{info['synth_cmd']} failed (exit {rc}) in ABC; retried with {how}")
         (out / "noabc_gates.v").write_text(_noabc_map(info["family"]))
         edit_ys(lambda s: _add_noabc(s, info["synth_cmd"]))
         rc = yosys()

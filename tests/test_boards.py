@@ -220,22 +220,36 @@ def test_synth_does_not_fit(mlp, capsys):
     assert "does not fit" in err and "ICESTORM_LC" in err and "over)" in err and "--target-ii" in err
 
 
+def test_noabc_scripts():
+    """The ABC fallback per family: synth_ice40 -noabc; synth_ecp5 (synth_lattice, no -noabc) split around
+    its abc9 step with the classic abc in between."""
+    ys = "read_rtlil top.il\n    synth_ecp5  -top top\nwrite_json top.json\n"
+    out = boards.flow._add_noabc(ys, "synth_ecp5")
+    assert "-noabc" not in out
+    assert out.index("-run :map_luts") < out.index("abc -lut 4") < out.index("-run map_cells:") < out.index("write_json")
+    out = boards.flow._add_noabc("synth_ice40 -dsp -top top\n", "synth_ice40")
+    assert out.startswith("synth_ice40 -noabc -dsp") and "noabc_gates.v" in out
+    with pytest.raises(boards.SynthError):
+        boards.flow._add_noabc("read_rtlil top.il\n", "synth_ice40")
+
+
 @pytest.mark.slow
 @needs_tools
-def test_synth_retries_without_abc(small, tmp_path, monkeypatch):
-    """YoWASP's synth_ice40 can exit 1 inside ABC: the flow reruns Yosys with -noabc and says so.
-    A wrapper Yosys that fails unless the script has -noabc stands in for the crash."""
+@pytest.mark.parametrize("board,marker", [("icebreaker", "-noabc"), ("ulx3s", "abc -lut 4")])
+def test_synth_retries_without_abc(small, tmp_path, monkeypatch, board, marker):
+    """YoWASP's Yosys can exit 1 inside ABC (abc9): the flow reruns Yosys with another LUT mapping and
+    says so. A wrapper Yosys that fails unless the script has the fallback stands in for the crash."""
     d, acc = small
     real = boards.flow.tool_env()["YOSYS"]
     fake = tmp_path / "bin" / "fake-yosys"
     fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\ngrep -q -- "-noabc" top.ys || {{ echo "ERROR: ABC: execution of command failed"; '
+    fake.write_text(f'#!/bin/sh\ngrep -q -- "{marker}" top.ys || {{ echo "ERROR: ABC: execution of command failed"; '
                     f'exit 1; }}\nexec "{real}" "$@"\n')
     fake.chmod(0o755)
     monkeypatch.setitem(boards.targets.TOOLS, "YOSYS", str(fake))
-    r = boards.synthesize(d, board="icebreaker", out_dir=tmp_path / "s", timeout=900)
-    assert any("-noabc" in n for n in r["notes"]), r["notes"]
-    assert "-noabc" in (tmp_path / "s" / "top.ys").read_text()
+    r = boards.synthesize(d, board=board, out_dir=tmp_path / "s", timeout=1200)
+    assert any("retried with" in n for n in r["notes"]), r["notes"]
+    assert marker in (tmp_path / "s" / "top.ys").read_text()
     assert pathlib.Path(r["bitstream"]).exists() and r["luts"] > 0
 
 

@@ -226,7 +226,8 @@ def test_noabc_scripts():
     ys = "read_rtlil top.il\n    synth_ecp5  -top top\nwrite_json top.json\n"
     out = boards.flow._add_noabc(ys, "synth_ecp5")
     assert "-noabc" not in out
-    assert out.index("-run :map_luts") < out.index("abc -lut 4") < out.index("-run map_cells:") < out.index("write_json")
+    order = [out.index(s) for s in ("-run :map_luts", "abc -lut 4", "-run map_cells:", "write_json")]
+    assert order == sorted(order)
     out = boards.flow._add_noabc("synth_ice40 -dsp -top top\n", "synth_ice40")
     assert out.startswith("synth_ice40 -noabc -dsp") and "noabc_gates.v" in out
     with pytest.raises(boards.SynthError):

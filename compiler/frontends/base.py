@@ -84,6 +84,11 @@ class Lowered:
     frontend: Frontend
 
 
+# Why a branch is refused by an importer (the IR itself is a graph since 0.2: qloom.nn networks may branch).
+CHAIN_ONLY = ("the importers take chains of layers only; residual adds, concats and branches compile when the "
+              "network is written with qloom.nn (QuantAdd, torch.cat)")
+
+
 def derive_thresholds(code_fn, lo, hi, n):
     """T[c, k] = least a in [lo_c, hi_c] with code_fn(a)[c] >= k + 1, else hi_c + 1.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import int8_common as common
-from .base import Frontend, Lowered, QuantError, SourceOutput
+from .base import CHAIN_ONLY, Frontend, Lowered, QuantError, SourceOutput
 from .onnx_int8_graph import OnnxGraph, copy_node, optimized_graph, ort_session
 
 ELEM = {2: "uint8", 3: "int8"}                        # onnx TensorProto element types of codes
@@ -70,13 +70,12 @@ class _Walk:
             if len(users) != 1:
                 labels = ", ".join(self.g.label(u) for u in users)
                 raise QuantError(f"tensor '{cur}' feeds {len(users)} nodes ({labels}): "
-                                 f"the model branches. qloom's IR is a chain today; residual adds and branches (a "
-                                 f"DAG with an Add node) come in a later release")
+                                 f"the model branches: {CHAIN_ONLY}")
             node = users[0]
             others = [i for i in node.input if i and i != cur and i not in self.g.const]
             if others or node.op_type in BRANCHES:
                 raise QuantError(f"{self.g.label(node)} combines two activations (a residual add or concat): not "
-                                 f"supported; qloom's IR is a chain today, a DAG with an Add node comes later")
+                                 f"supported: {CHAIN_ONLY}")
             if node.op_type in DYNAMIC:
                 raise QuantError(f"{self.g.label(node)}: dynamic quantization is not supported; quantize the model "
                                  f"statically (onnxruntime.quantization.quantize_static)")

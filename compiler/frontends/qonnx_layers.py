@@ -15,6 +15,7 @@ import numpy as np
 from .. import ir
 from ..errors import QuantError
 from . import qonnx_ops as ops
+from .base import CHAIN_ONLY
 from .qonnx_quant import attr, describe
 from .qonnx_values import Const, FloatIn, QAct, Tail, unsupported
 
@@ -140,8 +141,8 @@ class LayerOps:
         data = [i for i, v in enumerate(ins) if v is not None and not isinstance(v, Const)]
         if len(data) != 1:
             raise QuantError(f"{describe(node)} combines {len(data)} computed tensors "
-                             f"({', '.join(node.input[i] for i in data)}); residual Add/Mul of two tensors is not "
-                             f"supported yet (the IR is a chain today); only ops with constants are")
+                             f"({', '.join(node.input[i] for i in data)}); only ops with constants are supported: "
+                             f"{CHAIN_ONLY}")
         i = data[0]
         x = ins[i]
         if op == "Div" and i == 1:

@@ -16,7 +16,7 @@ import torch
 import torch.fx
 
 from . import int8_common as common
-from .base import Lowered, QuantError
+from .base import CHAIN_ONLY, Lowered, QuantError
 from .torch_int8 import FxEval, TorchInt8, node_label, record
 
 QUANT = ("quantize_per_tensor",)
@@ -86,11 +86,9 @@ class _Walk:
             return self.prelude(node, k)
         if len(ins) != 1 or ins[0] is not self.cur:
             raise QuantError(f"{self.label(node)} takes {len(ins)} activations or one other than the tensor before it: "
-                             f"the model is not a chain (a residual add or branch). qloom's IR is a chain today; a "
-                             f"DAG with an Add node comes in a later release")
+                             f"the model is not a chain: {CHAIN_ONLY}")
         if k.startswith("add") or k in ("cat", "mul", "sub"):
-            raise QuantError(f"{self.label(node)}: {k} (a residual or branch) is not supported; the IR is a chain "
-                             f"today, a DAG with an Add node comes later")
+            raise QuantError(f"{self.label(node)}: {k} (a residual or branch) is not supported: {CHAIN_ONLY}")
         if self.state == "codes":
             if k not in DEQUANT:
                 raise QuantError(f"{self.label(node)} acts on int8 codes directly; PT2E graphs dequantize first")

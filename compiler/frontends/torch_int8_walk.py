@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import int8_common as common
-from .base import QuantError
+from .base import CHAIN_ONLY, QuantError
 
 from .torch_int8_fx import (ELEMENTWISE_FUNCS, ELEMENTWISE_MODULES, FxEval, QDTYPES, SHAPE_FUNCS, SHAPE_QUERIES,
                              SUPPORTED, bind, module_runner, node_label, pair, qrange, quantized, target_name,
@@ -61,8 +61,7 @@ class _Walk:
             return self.prelude(node, k)
         if len(ins) != 1 or ins[0] is not self.cur:
             raise QuantError(f"{self.label(node)} takes {len(ins)} tensor inputs or a tensor other than the one "
-                             f"before it: the model is not a chain. qloom's IR is a chain today; residual adds and "
-                             f"branches (a DAG with an Add node) come in a later release")
+                             f"before it: the model is not a chain: {CHAIN_ONLY}")
         if self.state == "deq":
             return self.float_op(node, k)
         self.code_op(node, k)
@@ -95,8 +94,8 @@ class _Walk:
     def code_op(self, node, k):
         v = self.values[node]
         if isinstance(k, (nniq.ConvAdd2d, nniq.ConvAddReLU2d)) or k in ("add", "add_relu", "cat", "mul"):
-            raise QuantError(f"{self.label(node)}: quantized add/cat/mul (a residual or branch) is not supported: the "
-                             f"IR is a chain today; a DAG with an Add node comes in a later release")
+            raise QuantError(f"{self.label(node)}: quantized add/cat/mul (a residual or branch) is not supported: "
+                             f"{CHAIN_ONLY}")
         if isinstance(k, nnq.DeQuantize) or k == "dequantize":
             self.state, self.segment, self.codes_node, self.deq_node = "deq", [], self.cur, node
             self.cur = node

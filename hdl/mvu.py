@@ -100,8 +100,15 @@ class MatrixVectorUnit(wiring.Component):
         self.pe, self.simd = int(pe), int(simd)
         self.nf, self.sf = n // self.pe, k // self.simd
         self.rom_style, self.ram_style, self.mem_reg = rom_style, ram_style, bool(mem_reg)
+        # words of PE x SIMD weights that are all zero (a grouped conv's off-diagonal blocks): when they
+        # are at least half of the words, only the others are stored, plus one zero word read in their place
+        nonzero = (self._words() != 0).any(axis=(0, 2))
+        zeros = int((~nonzero).sum())
+        self.skip_zero = 2 * zeros >= nonzero.size and zeros >= 16
+        self.nonzero = nonzero if self.skip_zero else None
+        self.rom_depth = nonzero.size - zeros + 1 if self.skip_zero else nonzero.size
         # a LUT-ROM of 33..256 words with the memory register reads in two levels (pieces, select)
-        self.split_rom = self.mem_reg and rom_style == "logic" and 32 < self.nf * self.sf <= 256
+        self.split_rom = self.mem_reg and rom_style == "logic" and 32 < self.rom_depth <= 256
         self.kind = lane_kind(wtype, in_type, self.weight)
         self.thresholds = None
         if thresholds is not None:
@@ -174,6 +181,24 @@ class MatrixVectorUnit(wiring.Component):
             c = c - self.thresholds
         return c
 
+    def _stored_address(self, m, addr, issue):
+        """The stored word of the beat issued this cycle (skip_zero): the count of non-zero words before
+        `addr` in the vector, or the zero word (the last). Kept in registers a beat ahead, so the weight
+        memory's address comes straight from a flip-flop; the non-zero flags are a constant bit table."""
+        n, zero_at = self.nonzero.size, self.rom_depth - 1
+        table = Const(sum(1 << a for a in np.flatnonzero(self.nonzero).tolist()), n)
+        first_nz = bool(self.nonzero[0])
+        raddr = Signal(range(self.rom_depth), init=0 if first_nz else zero_at)
+        count = Signal(range(self.rom_depth))           # non-zero words before addr
+        nz = Signal(init=int(first_nz))                 # addr's word is non-zero
+        wrap = addr == n - 1
+        nxt = Mux(wrap, 0, addr + 1)
+        count_nxt = Mux(wrap, 0, count + nz)
+        nz_nxt = table.bit_select(nxt, 1)
+        with m.If(issue):
+            m.d.sync += [count.eq(count_nxt), nz.eq(nz_nxt), raddr.eq(Mux(nz_nxt, count_nxt, zero_at))]
+        return raddr
+
     def elaborate(self, platform):
         m = Module()
         PE, SIMD, NF, SF = self.pe, self.simd, self.nf, self.sf
@@ -203,30 +228,33 @@ class MatrixVectorUnit(wiring.Component):
         with m.If(buf.issue):
             m.d.sync += [addr.eq(Mux(addr == NF * SF - 1, 0, addr + 1)),
                          sf.eq(Mux(sf == SF - 1, 0, sf + 1))]
+        raddr = self._stored_address(m, addr, buf.issue) if self.skip_zero else addr
 
         # ---- read: one weight memory, PE*SIMD weights a word; the buffer's beat arrives with it
         wlayout = data.ArrayLayout(data.ArrayLayout(wshape, SIMD), PE)
         init = (words > 0).astype(int) if stored_bip else words
         rows = [[[int(v) for v in init[p, a]] for p in range(PE)] for a in range(NF * SF)]
+        if self.skip_zero:
+            rows = [r for r, keep in zip(rows, self.nonzero) if keep] + [[[0] * SIMD] * PE]
         first = stage(sf == 0, "first_r")
         last = stage(sf == SF - 1, "last_r")
         valid, x = buf.o.valid, buf.o.payload
         if self.split_rom:
             # a LUT-ROM in two registered levels: 16-word pieces (one LUT4 per bit), then the piece select
             pieces = []
-            for b in range(0, NF * SF, 16):
+            for b in range(0, len(rows), 16):
                 piece = memory.Memory(shape=wlayout, depth=16, init=rows[b:b + 16], attrs={"rom_style": "logic"})
                 m.submodules[f"rom{b // 16}"] = piece
                 port = piece.read_port()
-                m.d.comb += [port.addr.eq(addr[:4]), port.en.eq(adv)]
+                m.d.comb += [port.addr.eq(raddr[:4]), port.en.eq(adv)]
                 pieces.append(port.data.as_value())
-            hi = stage(addr[4:], "rom_hi")
+            hi = stage(raddr[4:], "rom_hi")
             w = data.View(wlayout, stage(Array(pieces)[hi], "w_q", unsigned(wlayout.size)))
         else:
             attrs = {"rom_style": self.rom_style} if self.rom_style else None
-            m.submodules.rom = rom = memory.Memory(shape=wlayout, depth=NF * SF, attrs=attrs, init=rows)
+            m.submodules.rom = rom = memory.Memory(shape=wlayout, depth=len(rows), attrs=attrs, init=rows)
             rport = rom.read_port()
-            m.d.comb += [rport.addr.eq(addr), rport.en.eq(adv)]
+            m.d.comb += [rport.addr.eq(raddr), rport.en.eq(adv)]
             w = rport.data
             if self.mem_reg:
                 w = stage(w, "w_q", wlayout)
@@ -416,10 +444,11 @@ class MatrixVectorUnit(wiring.Component):
             "adder_bits": adder_bits, "adders": adders, "pass_bits": pass_bits, "fix_bits": fix_bits,
             "acc_bits": PE * acc_w,
             "tree_levels": self.tree_levels,
-            "weights": (PE * SIMD * wbits, NF * SF), "starts": starts,
+            "weights": (PE * SIMD * wbits, self.rom_depth), "starts": starts,
+            "zero_table": NF * SF if self.skip_zero else 0,
             "buffer": (SIMD * xbits, self.slots * self.banks),
             "mem_reg_bits": (PE * SIMD * wbits + SIMD * xbits) if self.mem_reg else 0,
-            "split_rom_bits": PE * SIMD * wbits * -(-NF * SF // 16) if self.split_rom else 0,
+            "split_rom_bits": PE * SIMD * wbits * -(-self.rom_depth // 16) if self.split_rom else 0,
             "tags": tags,
         }
 

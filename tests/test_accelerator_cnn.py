@@ -58,3 +58,25 @@ def test_digits_cnn_measured_ii(digits_cnn, target):
     est = folding_mod.estimate(acc.graph, f)["ii"]
     ii, _ = measured_ii(acc.graph, f, acc.quantize_input(x[:4]))
     assert abs(ii - est) <= max(1, est // 100), f"folding {f}: measured {ii}, estimated {est}"
+
+
+@pytest.mark.parametrize("groups,fold", [(4, {"pe": 2, "simd": 2}), (2, {"pe": 2, "simd": 4})])
+def test_grouped_conv_stores_nonzero_words(groups, fold):
+    """A grouped (not depthwise) conv stays on the matrix unit with only its non-zero words stored:
+    a G-th of the zero-expanded ROM (plus one zero word), bit-exact with stalls, II as estimated."""
+    model = random_cnn(7, 8, 6, (8,), 4, 2, True, True, 1, 1, groups, None, 8, dense=4)
+    x = images(7, 4, 8, 6)
+    calibrate_cnn(model, x)
+    acc = qloom.compile(model, x)
+    conv = next(n for n in acc.graph.nodes if type(n).__name__ == "Conv2d")
+    f = folding_mod.fold(acc.graph)
+    f[conv.name] = dict(fold)
+    mvu = next(s for s in folding_mod.plan(acc.graph, f) if s.kind == "mvu" and s.name == conv.name)
+    k = 3 * 3 * 8
+    assert mvu.unit.skip_zero
+    assert mvu.unit.rom_depth == (8 // fold["pe"]) * (k // fold["simd"]) // groups + 1
+    xi = acc.quantize_input(x[:3])
+    got = simulate(acc.graph, f, xi, stall_in=0.3, stall_out=0.3, seed=5)
+    assert (got == acc.reference(xi)).all()
+    ii, _ = measured_ii(acc.graph, f, xi)
+    assert ii == folding_mod.estimate(acc.graph, f)["ii"]

@@ -3,6 +3,8 @@
 """The matrix-vector kernel: a Dense layer, or a convolution's im2col rows (after a window generator)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from qloom.compiler import ir
@@ -198,6 +200,10 @@ class MVUKernel(NodeKernel):
             r.luts += st["lanes"] * st["wbits"] * st["xbits"] * costs.c(mem, "mul_bit") + st["first_bits"]
         r.luts += st["adder_bits"] * costs.c(mem, "adder_bit") + st["fix_bits"] * costs.c(mem, "fix_bit")
         r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + costs.c(mem, "control")
+        if st["zero_table"]:     # skipped zero words: the flag table (a LUT4 per 16 words, its muxes) and counter
+            abits = max(1, (st["weights"][1] - 1).bit_length())
+            r.luts += 1.5 * math.ceil(st["zero_table"] / 16) + 3 * abits
+            r.ffs += 2 * abits + 1
         r.ffs += st["first_bits"] + st["adder_bits"] + st["fix_bits"] + st["acc_bits"] + st["tags"] + 24
         out_bits = self.pe * (1 if self.thresholds is not None else self.acc_type.bits)
         r.luts += out_bits + 4                                    # the output FIFO: 2 beats, a read mux

@@ -87,24 +87,29 @@ class MatrixVectorUnit(wiring.Component):
     rom_style: the weight memory's Yosys attribute ("block", "distributed", "logic").
     banks, ram_style: the input buffer's banks (1 needs a writer that can send a vector
       in a burst to keep the II; 2 takes any writer) and memory attribute.
+    skip_zero: store only the words that are not all zero (+ one zero word) when at least half are
+      (a grouped conv's block-diagonal matrix; the conv kernel asks for it when groups > 1).
     mem_reg: one more register after the memory reads (the block RAM output register); a LUT-ROM
       (rom_style "logic") of 33 to 256 words then reads in two registered levels: 16-word
       pieces of one LUT4 per bit, then the piece select.
     """
 
     def __init__(self, weight, wtype, in_type, acc_type, pe, simd, rom_style=None, *, thresholds=None,
-                 banks=2, ram_style=None, mem_reg=False):
+                 banks=2, ram_style=None, mem_reg=False, skip_zero=False):
         self.weight = self._check(weight, wtype, in_type, acc_type, pe, simd, rom_style, ram_style)
         n, k = self.weight.shape
         self.wtype, self.in_type, self.acc_type = wtype, in_type, acc_type
         self.pe, self.simd = int(pe), int(simd)
         self.nf, self.sf = n // self.pe, k // self.simd
         self.rom_style, self.ram_style, self.mem_reg = rom_style, ram_style, bool(mem_reg)
-        # words of PE x SIMD weights that are all zero (a grouped conv's off-diagonal blocks): when they
-        # are at least half of the words, only the others are stored, plus one zero word read in their place
+        # skip_zero (a grouped conv's block-diagonal matrix): when at least half of the words of PE x SIMD
+        # weights are all zero, and they save 4x the bits of the one-bit-per-word table that finds them,
+        # only the others are stored, plus one zero word read in their place
         nonzero = (self._words() != 0).any(axis=(0, 2))
         zeros = int((~nonzero).sum())
-        self.skip_zero = 2 * zeros >= nonzero.size and zeros >= 16
+        width = self.pe * self.simd * _shape(int(self.weight.min()), int(self.weight.max())).width
+        self.skip_zero = bool(skip_zero) and 2 * zeros >= nonzero.size and zeros >= 16 and \
+            zeros * width >= 4 * nonzero.size
         self.nonzero = nonzero if self.skip_zero else None
         self.rom_depth = nonzero.size - zeros + 1 if self.skip_zero else nonzero.size
         # a LUT-ROM of 33..256 words with the memory register reads in two levels (pieces, select)

@@ -327,7 +327,7 @@ def _grouped(rng, wkind, n, k, groups, anti=False):
 
 @pytest.mark.parametrize("wkind,xt,pe,simd,groups,anti,opts", [
     (4, ir.Int(4, False), 2, 3, 4, False, {}),
-    ("ternary", ir.Int(3, True), 1, 2, 2, True, {}),
+    ("ternary", ir.Int(3, True), 2, 4, 2, True, {}),
     (3, ir.Bipolar, 2, 6, 2, False, {"rom_style": "logic", "mem_reg": True}),        # two-level LUT-ROM
     (2, ir.Int(2, False), 4, 3, 4, True, {"rom_style": "block", "mem_reg": True, "banks": 1}),
 ])
@@ -337,20 +337,22 @@ def test_zero_words_not_stored(wkind, xt, pe, simd, groups, anti, opts):
     rng = np.random.default_rng(5)
     w, wt = _grouped(rng, wkind, 16, 48, groups, anti)
     g, acc = dense_case(w, wt, xt)
-    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd, **opts)
+    dut = MatrixVectorUnit(w, wt, xt, acc, pe, simd, skip_zero=True, **opts)
     nf, sf = 16 // pe, 48 // simd
     words = w.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, -1)
     assert dut.skip_zero and dut.rom_depth == (words != 0).any(axis=1).sum() + 1 <= nf * sf // groups + 1
     assert dut.structure()["weights"][1] == dut.rom_depth
     for stall in (0.0, 0.5):
-        check(w, wt, xt, pe, simd, make_inputs(rng, xt, 3, 48), stall_in=stall, stall_out=stall, seed=3, **opts)
+        check(w, wt, xt, pe, simd, make_inputs(rng, xt, 3, 48), stall_in=stall, stall_out=stall, seed=3,
+              skip_zero=True, **opts)
     x = make_inputs(rng, xt, 2, 48)
     got, t_in, t_out = drive(dut, [b for row in x for b in streams.to_beats(xt, row, simd)], 2 * 16 // pe,
                              junk_cycles=37)
     assert t_out[0] - t_in[0] == dut.latency                 # after a reset mid-vector: counters restart
     assert (np.array(streams.from_beats(acc, got, pe)).reshape(2, 16) == reference.run(g, x)).all()
+    assert not MatrixVectorUnit(w, wt, xt, acc, pe, simd, **opts).skip_zero      # only when asked
     plain = MatrixVectorUnit(np.where(w == 0, 1, w) if wkind != "ternary" else w + (w == 0), wt, xt,
-                             ir.Int(32), pe, simd, **opts)
+                             ir.Int(32), pe, simd, skip_zero=True, **opts)
     assert not plain.skip_zero and plain.rom_depth == nf * sf
 
 
@@ -359,6 +361,6 @@ def test_zero_words_emitted_rom_depth():
     rng = np.random.default_rng(6)
     w, wt = _grouped(rng, 4, 16, 48, 4)
     g, acc = dense_case(w, wt, ir.Int(4, False))
-    dut = MatrixVectorUnit(w, wt, ir.Int(4, False), acc, 2, 3, rom_style="block")
+    dut = MatrixVectorUnit(w, wt, ir.Int(4, False), acc, 2, 3, rom_style="block", skip_zero=True)
     v = verilog.convert(dut, name="mvu")
     assert re.findall(r"reg \[\d+:0\] rom \[(\d+):0\];", v) == [str(8 * 16 // 4)]     # 32 words + the zero word

@@ -141,7 +141,8 @@ class MVUKernel(NodeKernel):
         return MatrixVectorUnit(self.weight, self.wtype, self.in_type.dtype, self.acc_type, self.pe, self.simd,
                                 rom_style=e.get("weights", self.default_rom_style()),
                                 thresholds=self.thresholds, banks=e.get("banks", 2),
-                                ram_style=e.get("ibuf"), mem_reg=e.get("mem_reg", False))
+                                ram_style=e.get("ibuf"), mem_reg=e.get("mem_reg", False),
+                                skip_zero=getattr(self.node, "groups", 1) > 1)
 
     @property
     def acc_type(self):

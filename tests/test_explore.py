@@ -425,14 +425,24 @@ def test_interrupted_sweep_keeps_finished_points_and_resumes(tmp_path, tiny):
     space.write_text(json.dumps({"model": [tiny, hang], "target_ii": [16]}))
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "qloom.explore_cli", "--space", str(space), "--out", str(out), "--workers", "2"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: SIGINT at its default, not blocked. A child inherits an ignored
+    # or blocked SIGINT from pytest's process, which earlier tests' libraries may leave so.
+    def default_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     t0 = time.monotonic()
     while not ((tmp_path / "hang.pid").exists() and len(list((out / "points").glob("*.json"))) == 1
                if (out / "points").exists() else False):
         assert time.monotonic() - t0 < 90 and p.poll() is None, p.communicate()
         time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)       # generous: a loaded 2-core machine, torch in every process
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise AssertionError(f"no exit 60 s after SIGINT; pytest's SIGINT: {signal.getsignal(signal.SIGINT)}, "
+                             f"blocked: {signal.pthread_sigmask(signal.SIG_BLOCK, [])}") from None
     assert p.returncode == 130 and "interrupted" in err
     assert not _alive(int((tmp_path / "hang.pid").read_text())), "the hanging worker was killed"
     [rec] = [json.loads(f.read_text()) for f in (out / "points").glob("*.json")]

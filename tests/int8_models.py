@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from qloom.compiler.frontends.torch_int8_fx import engine as _engine
+
 ENGINES = ("fbgemm", "qnnpack")
 
 
@@ -229,16 +231,6 @@ def quantize_pt2e(float_model: nn.Module, per_channel: bool, calib=None) -> torc
         with torch.no_grad():
             p(x)
         return convert_pt2e(p)
-
-
-@contextlib.contextmanager
-def _engine(name):
-    old = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = old
 
 
 def export_onnx(float_model: nn.Module, path) -> str:

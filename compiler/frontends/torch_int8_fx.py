@@ -27,6 +27,16 @@ SUPPORTED = ("QuantStub/Quantize, DeQuantStub/DeQuantize, quantized Linear (+ReL
              "AdaptiveAvgPool2d(1), mean over H and W, flatten/view/reshape to (batch, -1), Dropout, Identity")
 
 
+def single_output(node):
+    """The value an FX graph's output node returns; a model with several outputs is refused."""
+    out = node.args[0]
+    if isinstance(out, (tuple, list)):
+        if len(out) != 1:
+            raise QuantError(f"the model returns {len(out)} outputs; qloom imports models with one output")
+        out = out[0]
+    return out
+
+
 @contextlib.contextmanager
 def engine(name):
     """Run under torch.backends.quantized.engine = name (the engine the model was converted for)."""

@@ -18,6 +18,7 @@ import torch.fx
 from . import int8_common as common
 from .base import CHAIN_ONLY, Lowered, QuantError
 from .torch_int8 import FxEval, TorchInt8, node_label, record
+from .torch_int8_fx import single_output
 
 QUANT = ("quantize_per_tensor",)
 DEQUANT = ("dequantize_per_tensor",)
@@ -285,12 +286,7 @@ class _Walk:
                     raise QuantError(f"float operation {self.label(n)} after the last quantize is not supported (a "
                                      f"float layer at the end); quantize it too")
             self.tail = [self.deq_node] + self.segment
-        out = node.args[0]
-        if isinstance(out, (tuple, list)):
-            if len(out) != 1:
-                raise QuantError(f"the model returns {len(out)} outputs; qloom imports models with one output")
-            out = out[0]
-        self.output_node = out
+        self.output_node = single_output(node)
 
 
 def common_pair(v, default=None):

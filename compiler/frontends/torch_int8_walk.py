@@ -15,7 +15,8 @@ from . import int8_common as common
 from .base import CHAIN_ONLY, QuantError
 
 from .torch_int8_fx import (ELEMENTWISE_FUNCS, ELEMENTWISE_MODULES, FxEval, QDTYPES, SHAPE_FUNCS, SHAPE_QUERIES,
-                             SUPPORTED, bind, module_runner, node_label, pair, qrange, quantized, target_name,
+                             SUPPORTED, bind, module_runner, node_label, pair, qrange, quantized, single_output,
+                             target_name,
                              weight_zero_points)
 
 
@@ -284,9 +285,4 @@ class _Walk:
                 if isinstance(k, nn.MaxPool2d) or k == "max_pool2d":
                     raise QuantError(f"{self.label(n)}: a float max pool after the last quantized layer is not "
                                      f"supported")
-        out = node.args[0]
-        if isinstance(out, (tuple, list)):
-            if len(out) != 1:
-                raise QuantError(f"the model returns {len(out)} outputs; qloom imports models with one output")
-            out = out[0]
-        self.output_node = out
+        self.output_node = single_output(node)

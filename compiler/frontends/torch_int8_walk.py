@@ -135,13 +135,17 @@ class _Walk:
                              f"to (batch, -1) is supported")
         self.chain.flatten(node.name, rt_name=rt_name)
 
-    def maxpool_geometry(self, node, k, src_node):
+    def pool_args(self, node, k, fn, names):
+        """The pool's parameters `names`: the module's attributes of those names, or the values of
+        torch function `fn`'s parameters as the node calls it (fx nodes among its args evaluated)."""
         if isinstance(k, nn.Module):
-            ks, st, pad, dil, ceil = k.kernel_size, k.stride, k.padding, k.dilation, k.ceil_mode
-        else:
-            args = [self.values.get(a, a) if isinstance(a, torch.fx.Node) else a for a in node.args]
-            ks, st, pad, dil, ceil = bind(F.max_pool2d, args, node.kwargs,
-                                          ["kernel_size", "stride", "padding", "dilation", "ceil_mode"])
+            return [getattr(k, n) for n in names]
+        args = [self.values.get(a, a) if isinstance(a, torch.fx.Node) else a for a in node.args]
+        return bind(fn, args, node.kwargs, names)
+
+    def maxpool_geometry(self, node, k, src_node):
+        ks, st, pad, dil, ceil = self.pool_args(node, k, F.max_pool2d,
+                                                ["kernel_size", "stride", "padding", "dilation", "ceil_mode"])
         ks = pair(ks)
         if pair(pad, (0, 0)) != (0, 0) or pair(dil, (1, 1)) != (1, 1):
             raise QuantError(f"{self.label(node)}: max pooling with padding or dilation is not supported")
@@ -162,12 +166,9 @@ class _Walk:
                 raise QuantError(f"{self.label(node)}: only global average pooling (output 1x1) is supported")
             ks = st = (h, w)
         else:
-            if isinstance(k, nn.Module):
-                ks, st, pad, ceil, div = k.kernel_size, k.stride, k.padding, k.ceil_mode, k.divisor_override
-            else:
-                args = [self.values.get(a, a) if isinstance(a, torch.fx.Node) else a for a in node.args]
-                ks, st, pad, ceil, div = bind(F.avg_pool2d, args, node.kwargs,
-                                              ["kernel_size", "stride", "padding", "ceil_mode", "divisor_override"])
+            ks, st, pad, ceil, div = self.pool_args(node, k, F.avg_pool2d,
+                                                    ["kernel_size", "stride", "padding", "ceil_mode",
+                                                     "divisor_override"])
             ks = pair(ks)
             st = pair(st) or ks
             if pair(pad, (0, 0)) != (0, 0) or div is not None:

@@ -1,95 +1,11 @@
-"""The integer-only IR: a Graph of Nodes over TensorTypes.
-
-Every tensor holds integers. Element types are `Int(bits, signed)` (two's
-complement range) and `Bipolar` (the values -1 and +1; as a bit, 1 means +1).
-Shapes are per frame (no batch axis); feature maps are channels-last (H, W, C).
-Accumulator types are never declared: `Node.infer` derives them from the actual
-weights and the input range, so overflow is impossible and no bit is wasted.
-"""
+"""The IR's operations: the Node base class and one dataclass per operator."""
 from __future__ import annotations
 
-import hashlib
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadInput
-
-
-class IRError(BadInput):
-    """A malformed graph; the message names the node and the offending value."""
-
-
-@dataclass(frozen=True)
-class Int:
-    bits: int
-    signed: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.bits, int) or self.bits < 1 or self.bits > 64:
-            raise IRError(f"Int bits must be an integer in 1..64, got {self.bits!r}")
-
-    @property
-    def min(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
-
-    @property
-    def max(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
-
-    def __str__(self):
-        return f"{'int' if self.signed else 'uint'}{self.bits}"
-
-
-@dataclass(frozen=True)
-class BipolarType:
-    """-1/+1 in one bit: bit 1 is +1, bit 0 is -1."""
-    bits: int = 1
-    min: int = -1
-    max: int = 1
-
-    def __str__(self):
-        return "bipolar"
-
-
-Bipolar = BipolarType()
-ElemType = Int | BipolarType
-
-
-def int_type_for(lo: int, hi: int) -> Int:
-    """The narrowest Int that holds every integer in [lo, hi]."""
-    lo, hi = int(lo), int(hi)
-    if lo > hi:
-        raise IRError(f"empty range [{lo}, {hi}]")
-    if lo >= 0:
-        return Int(max(1, hi.bit_length()), signed=False)
-    bits = max((-lo - 1).bit_length(), hi.bit_length() if hi > 0 else 0) + 1
-    return Int(bits, signed=True)
-
-
-def values_in(dtype: ElemType, values: np.ndarray) -> np.ndarray:
-    """Boolean mask of the elements of `values` that `dtype` can hold."""
-    v = np.asarray(values)
-    if isinstance(dtype, BipolarType):
-        return (v == 1) | (v == -1)
-    return (v >= dtype.min) & (v <= dtype.max)
-
-
-@dataclass(frozen=True)
-class TensorType:
-    shape: tuple[int, ...]
-    dtype: ElemType
-
-    def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def __str__(self):
-        return f"{self.dtype}[{'x'.join(map(str, self.shape))}]"
+from .types import Bipolar, BipolarType, ElemType, Int, IRError, TensorType, int_type_for, values_in
 
 
 def _array(name, a, ndim):
@@ -124,6 +40,14 @@ class Node:
 
     def _fail(self, msg):
         raise IRError(f"{self.kind} '{self.name}': {msg}")
+
+    def _map_input(self, ins) -> TensorType:
+        """The one input, checked to be a channels-last (H, W, C) feature map."""
+        self._need(ins, 1)
+        (x,) = ins
+        if len(x.shape) != 3:
+            self._fail(f"expects a channels-last (H, W, C) input, got shape {x.shape}")
+        return x
 
 
 @dataclass(eq=False)
@@ -206,10 +130,7 @@ class Conv2d(Node):
                 np.maximum(w * in_dtype.min, w * in_dtype.max).sum(axis=1))
 
     def infer(self, ins):
-        self._need(ins, 1)
-        (x,) = ins
-        if len(x.shape) != 3:
-            self._fail(f"expects a channels-last (H, W, C) input, got shape {x.shape}")
+        x = self._map_input(ins)
         h, w, c = x.shape
         oc, kh, kw, cg = self.weight.shape
         g = self.groups
@@ -249,10 +170,7 @@ class MaxPool2d(Node):
         self.stride = self.kernel if self.stride is None else _pair(self.stride)
 
     def infer(self, ins):
-        self._need(ins, 1)
-        (x,) = ins
-        if len(x.shape) != 3:
-            self._fail(f"expects a channels-last (H, W, C) input, got shape {x.shape}")
+        x = self._map_input(ins)
         h, w, c = x.shape
         oh, ow = (h - self.kernel[0]) // self.stride[0] + 1, (w - self.kernel[1]) // self.stride[1] + 1
         if oh < 1 or ow < 1:
@@ -440,163 +358,3 @@ class Concat(Node):
             int_type_for(min(d.min for d in dtypes), max(d.max for d in dtypes))
         return TensorType(lead + (sum(t.shape[-1] for t in ins),), dtype)
 
-
-@dataclass
-class Graph:
-    """A DAG of nodes in topological order, one graph input and one graph output.
-
-    A tensor may feed several nodes (a residual branch, a concatenation); `consumers`
-    gives them. A graph where every tensor feeds at most one node is a chain."""
-    input: str
-    input_type: TensorType
-    nodes: list[Node]
-    output: str
-    name: str = "qloom"
-    meta: dict = field(default_factory=dict)
-
-    def validate(self) -> dict[str, TensorType]:
-        """Check every node and return the type of every tensor."""
-        types = {self.input: self.input_type}
-        seen = set()
-        for node in self.nodes:
-            if node.name in seen:
-                raise IRError(f"duplicate node name '{node.name}'")
-            seen.add(node.name)
-            for t in node.inputs:
-                if t not in types:
-                    raise IRError(f"{node.kind} '{node.name}': input tensor '{t}' is not produced "
-                                  f"by an earlier node (nodes must be in topological order)")
-            if node.output in types:
-                raise IRError(f"{node.kind} '{node.name}': tensor '{node.output}' is already defined")
-            types[node.output] = node.infer([types[t] for t in node.inputs])
-        if self.output not in types:
-            raise IRError(f"graph output '{self.output}' is not produced by any node")
-        return types
-
-    @property
-    def output_type(self) -> TensorType:
-        return self.validate()[self.output]
-
-    def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
-
-    def producer(self, tensor: str) -> Node | None:
-        for n in self.nodes:
-            if n.output == tensor:
-                return n
-        return None
-
-    def consumers(self) -> dict[str, list[Node]]:
-        """Every tensor's consuming nodes, in graph order (a node that reads a tensor twice is listed twice)."""
-        out = {self.input: []}
-        for n in self.nodes:
-            out.setdefault(n.output, [])
-            for t in n.inputs:
-                out.setdefault(t, []).append(n)
-        return out
-
-    @property
-    def is_chain(self) -> bool:
-        """Every node reads the previous node's output (the graph input for the first)."""
-        prev = self.input
-        for n in self.nodes:
-            if n.inputs != [prev]:
-                return False
-            prev = n.output
-        return prev == self.output
-
-    def hash(self) -> str:
-        """A digest of everything that defines the computation."""
-        h = hashlib.sha256()
-        h.update(f"{self.input}:{self.input_type}->{self.output}".encode())
-        for n in self.nodes:
-            h.update(f"|{n.kind}:{n.name}:{n.inputs}:{n.output}".encode())
-            for k, v in sorted(n.attrs().items()):
-                h.update(k.encode())
-                h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
-        return h.hexdigest()[:16]
-
-    def summary(self) -> str:
-        types = self.validate()
-        lines = [f"graph {self.name}: input {self.input} {self.input_type}"]
-        prev = self.input
-        for n in self.nodes:
-            extra = ""
-            if isinstance(n, Dense):
-                extra = f" W{n.weight.shape[0]}x{n.weight.shape[1]}:{n.wtype}"
-            elif isinstance(n, Conv2d) and n.groups > 1:
-                extra = f" groups={n.groups}"
-            elif isinstance(n, MultiThreshold):
-                extra = f" T{n.thresholds.shape[0]}x{n.thresholds.shape[1]}"
-            elif isinstance(n, Add):
-                extra = f" coeffs={n.coeffs}"
-            # a DAG: name the inputs wherever a node does not just read the previous node's output
-            src = "" if n.inputs == [prev] else f"({', '.join(n.inputs)}) "
-            lines.append(f"  {n.kind:<15}{n.name:<16}{src}-> {n.output} {types[n.output]}{extra}")
-            prev = n.output
-        return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- saving graphs (no pickle)
-
-NODE_KINDS = {cls.kind: cls for cls in (Dense, Conv2d, MultiThreshold, Requantize, MaxPool2d, SumPool,
-                                        Flatten, ArgMax, Add, Concat)}
-
-
-def parse_type(s: str) -> ElemType:
-    """'int4' / 'uint8' / 'bipolar' -> the element type."""
-    if s == "bipolar":
-        return Bipolar
-    if s.startswith("uint"):
-        return Int(int(s[4:]), False)
-    if s.startswith("int"):
-        return Int(int(s[3:]), True)
-    raise IRError(f"unknown element type {s!r}")
-
-
-def save_graph(graph: Graph, path) -> None:
-    """Write `graph` as one .npz: arrays as arrays, everything else as a JSON header."""
-    import dataclasses
-    import json
-    arrays, nodes = {}, []
-    for i, n in enumerate(graph.nodes):
-        rec = {"kind": n.kind, "name": n.name, "inputs": list(n.inputs), "output": n.output, "fields": {}}
-        for f in dataclasses.fields(n):
-            if f.name in ("name", "inputs", "output"):
-                continue
-            v = getattr(n, f.name)
-            if isinstance(v, np.ndarray):
-                arrays[f"n{i}_{f.name}"] = v
-                rec["fields"][f.name] = {"array": f"n{i}_{f.name}"}
-            elif isinstance(v, (Int, BipolarType)):
-                rec["fields"][f.name] = {"type": str(v)}
-            else:
-                rec["fields"][f.name] = {"value": list(v) if isinstance(v, tuple) else v}
-        nodes.append(rec)
-    header = {"name": graph.name, "input": graph.input, "output": graph.output,
-              "input_type": {"shape": list(graph.input_type.shape), "dtype": str(graph.input_type.dtype)},
-              "nodes": nodes, "hash": graph.hash()}
-    np.savez(path, header=np.array(json.dumps(header)), **arrays)
-
-
-def load_graph(path) -> Graph:
-    """Read a graph written by save_graph; checks that it hashes as it did when saved."""
-    import json
-    with np.load(path, allow_pickle=False) as z:
-        header = json.loads(str(z["header"]))
-        nodes = []
-        for rec in header["nodes"]:
-            kw = {}
-            for k, v in rec["fields"].items():
-                kw[k] = z[v["array"]] if "array" in v else parse_type(v["type"]) if "type" in v else \
-                    (tuple(v["value"]) if isinstance(v["value"], list) else v["value"])
-            nodes.append(NODE_KINDS[rec["kind"]](rec["name"], rec["inputs"], rec["output"], **kw))
-    it = header["input_type"]
-    g = Graph(header["input"], TensorType(tuple(it["shape"]), parse_type(it["dtype"])), nodes, header["output"],
-              name=header["name"])
-    if g.hash() != header["hash"]:
-        raise IRError(f"{path}: the graph read back hashes to {g.hash()}, not {header['hash']}")
-    return g

@@ -47,6 +47,23 @@ def nbytes(width: int) -> int:
     return (int(width) + 7) // 8
 
 
+def _send_framed(m, utx, states, sync, buf, count, last, on_last):
+    """FSM states (sync, bytes): send the sync byte, then buf's bytes LSB first; after byte `last`
+    (count == last) call on_last() and go back to IDLE."""
+    sync_state, bytes_state = states
+    with m.State(sync_state):
+        m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(sync)]
+        with m.If(utx.i.ready):
+            m.next = bytes_state
+    with m.State(bytes_state):
+        m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(buf[:8])]
+        with m.If(utx.i.ready):
+            m.d.core += [buf.eq(buf >> 8), count.eq(count + 1)]
+            with m.If(count == last):
+                on_last()
+                m.next = "IDLE"
+
+
 class UARTAccelTop(wiring.Component):
     """The accelerator with a UART frame link.
 
@@ -163,30 +180,14 @@ class UARTAccelTop(wiring.Component):
                         m.next = "SYNC"
                     with m.Else():
                         m.next = "BYTES"
-            with m.State("TSYNC"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(SYNC_TEST_OUT)]
-                with m.If(utx.i.ready):
-                    m.next = "TBYTES"
-            with m.State("TBYTES"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(report[:8])]
-                with m.If(utx.i.ready):
-                    m.d.core += [report.eq(report >> 8), rbyte.eq(rbyte + 1)]
-                    with m.If(rbyte == 7):
-                        m.next = "IDLE"
-            with m.State("SYNC"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(SYNC_OUT)]
-                with m.If(utx.i.ready):
-                    m.next = "BYTES"
-            with m.State("BYTES"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(obuf[:8])]
-                with m.If(utx.i.ready):
-                    m.d.core += [obuf.eq(obuf >> 8), obyte.eq(obyte + 1)]
-                    with m.If(obyte == bout_b - 1):
-                        with m.If(obeat == self.bout - 1):
-                            m.d.core += obeat.eq(0)
-                        with m.Else():
-                            m.d.core += obeat.eq(obeat + 1)
-                        m.next = "IDLE"
+            _send_framed(m, utx, ("TSYNC", "TBYTES"), SYNC_TEST_OUT, report, rbyte, 7, lambda: None)
+
+            def next_beat():
+                with m.If(obeat == self.bout - 1):
+                    m.d.core += obeat.eq(0)
+                with m.Else():
+                    m.d.core += obeat.eq(obeat + 1)
+            _send_framed(m, utx, ("SYNC", "BYTES"), SYNC_OUT, obuf, obyte, bout_b - 1, next_beat)
 
         # ---- status and the idle timeout (in sync: they survive the soft reset)
         with m.If(overrun):
@@ -282,3 +283,4 @@ class BoardTop(Elaboratable):
             m.submodules.led_buf = lb = io.Buffer("o", led)
             m.d.comb += lb.o.eq(link.error | link.overrun)
         return m
+

@@ -101,14 +101,20 @@ def join_depths(pipe, join: int) -> list[int]:
         before = np.concatenate([[0], idx[:-1]])         # beats of it taken before output j
         taken.append(before)
     m = np.max(want, axis=0)                             # T-beats the fork must deliver for output j
+
+    def depth(port, rb):
+        produced = np.searchsorted(rb, m - 1, side="right")
+        return produced - taken[port]
+    return _depths(ins, r, depth)
+
+
+def _depths(ins, r, waiting) -> list[int]:
+    """Per input link: the most beats `waiting(port, rb)` says pile up (0 for inputs that do not
+    come from the fork, r has no counts for them)."""
     depths = []
     for port, lk in enumerate(ins):
         rb = r.get(lk.src)
-        if rb is None:
-            depths.append(0)
-            continue
-        produced = np.searchsorted(rb, m - 1, side="right")
-        depths.append(int(max(0, (produced - taken[port]).max())))
+        depths.append(0 if rb is None else int(max(0, waiting(port, rb).max())))
     return depths
 
 
@@ -145,16 +151,11 @@ def rate_depths(pipe, join: int) -> list[int]:
         arrivals.append(t_in)
         ready = np.maximum(ready, _at(t_in, idx - 1, -np.inf))
     delivered = np.searchsorted(t_fork, ready, side="right")       # T-beats the fork has sent by then
-    depths = []
-    for port, lk in enumerate(ins):
-        rb = r.get(lk.src)
-        if rb is None:
-            depths.append(0)
-            continue
+
+    def depth(port, rb):
         # beats of this input waiting at the join by then: those the timing model brings before that
         # cycle (the slow input's beat comes as it is taken), and no more than the T-beats delivered allow
         there = np.minimum(np.searchsorted(arrivals[port], ready, side="left"),
                            np.searchsorted(rb, delivered, side="right"))
-        taken = np.concatenate([[0], idxs[port][:-1]])
-        depths.append(int(max(0, (there - taken).max())))
-    return depths
+        return there - np.concatenate([[0], idxs[port][:-1]])
+    return _depths(ins, r, depth)

@@ -9,11 +9,8 @@ from ..add import AddUnit
 from .base import NodeKernel, Resources, register
 
 
-@register
+@register(ir.Add, kind="add")
 class AddKernel(NodeKernel):
-    node_types = (ir.Add,)
-    kind = "add"
-
     @classmethod
     def stages(cls, node, types, folding, in_n):
         """in_n: the beat widths arriving on the two inputs (None where unknown): the wider one, so the

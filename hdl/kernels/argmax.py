@@ -9,11 +9,8 @@ from ..argmax import ArgMax
 from .base import NodeKernel, Resources, register
 
 
-@register
+@register(ir.ArgMax, kind="argmax")
 class ArgMaxKernel(NodeKernel):
-    node_types = (ir.ArgMax,)
-    kind = "argmax"
-
     @classmethod
     def stages(cls, node, types, folding, in_n):
         n = in_n if in_n is not None else 1
@@ -38,10 +35,9 @@ class ArgMaxKernel(NodeKernel):
         return Resources(luts=self.in_n * bits * 2 + 16, ffs=bits + 16, depth=2)
 
 
-@register
+@register(ir.Flatten)
 class FlattenKernel(NodeKernel):
     """(H, W, C) -> vector: the stream order (C fastest) does not change, so no stage."""
-    node_types = (ir.Flatten,)
 
     @classmethod
     def stages(cls, node, types, folding, in_n):

@@ -253,10 +253,23 @@ REGISTRY: dict[type, type] = {}
 SPECIALISED: list = []      # kernels for a subset of a node type's nodes (`accepts`), asked first
 
 
-def register(cls):
-    """Class decorator: the kernel computes the IR node types in `cls.node_types`; a kernel that
-    defines `accepts(node)` takes only the nodes it accepts (e.g. depthwise convs) and is asked
-    before the kernel registered for the whole type."""
+def register(*node_types, kind=None):
+    """Class decorator, `@register(ir.Add, kind="add")`: the kernel computes those IR node types and
+    is called `kind` in plans and reports. `register(cls)` takes a class that sets `node_types` and
+    `kind` itself. A kernel that defines `accepts(node)` takes only the nodes it accepts (e.g.
+    depthwise convs) and is asked before the kernel registered for the whole type."""
+    if len(node_types) == 1 and isinstance(node_types[0], type) and issubclass(node_types[0], Kernel):
+        return _add_to_registry(node_types[0])
+
+    def decorate(cls):
+        cls.node_types = node_types
+        if kind is not None:
+            cls.kind = kind
+        return _add_to_registry(cls)
+    return decorate
+
+
+def _add_to_registry(cls):
     if "accepts" in vars(cls):
         SPECIALISED.append(cls)
         return cls

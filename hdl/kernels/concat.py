@@ -13,11 +13,8 @@ from ..concat import ConcatUnit
 from .base import NodeKernel, Resources, register
 
 
-@register
+@register(ir.Concat, kind="concat")
 class ConcatKernel(NodeKernel):
-    node_types = (ir.Concat,)
-    kind = "concat"
-
     @classmethod
     def stages(cls, node, types, folding, in_n):
         """One beat width n on every port, dividing every input's channels: the largest such n up to the

@@ -44,11 +44,9 @@ def _mac_luts(wtype, xtype, acc_bits) -> float:
     return wtype.bits * xtype.bits + acc_bits / 2   # multiplier in LUTs + tree
 
 
-@register
+@register(ir.Dense, ir.Conv2d, kind="mvu")
 class MVUKernel(NodeKernel):
     """acc = W @ x on a stream of vectors, PE output lanes x SIMD input lanes."""
-    node_types = (ir.Dense, ir.Conv2d)
-    kind = "mvu"
     foldable = True
 
     @classmethod

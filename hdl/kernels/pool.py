@@ -50,21 +50,15 @@ class _PoolKernel(ElementwiseKernel):
                          lone_ffs=rows.lone_ffs)
 
 
-@register
+@register(ir.MaxPool2d, kind="maxpool")
 class MaxPoolKernel(_PoolKernel):
-    node_types = (ir.MaxPool2d,)
-    kind = "maxpool"
-
     def build(self):
         n = self.node
         return MaxPool(self.in_type.dtype, self.in_type.shape, n.kernel, n.stride, self.in_n)
 
 
-@register
+@register(ir.SumPool, kind="sumpool")
 class SumPoolKernel(_PoolKernel):
-    node_types = (ir.SumPool,)
-    kind = "sumpool"
-
     def build(self):
         n = self.node
         return SumPool(self.in_type.dtype, self.out_type.dtype, self.in_type.shape, n.kernel, n.stride, self.in_n)

@@ -9,11 +9,8 @@ from ..requantizer import Requantizer
 from .base import ElementwiseKernel, Resources, register
 
 
-@register
+@register(ir.Requantize, kind="requantize")
 class RequantizeKernel(ElementwiseKernel):
-    node_types = (ir.Requantize,)
-    kind = "requantize"
-
     def build(self):
         n = self.node
         return Requantizer(n.mult, n.shift, n.offset, n.rounding, self.in_type.dtype, self.out_type.dtype,

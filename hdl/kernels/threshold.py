@@ -12,11 +12,8 @@ from . import costs
 from .base import ElementwiseKernel, Resources, register
 
 
-@register
+@register(ir.MultiThreshold, kind="threshold")
 class ThresholdKernel(ElementwiseKernel):
-    node_types = (ir.MultiThreshold,)
-    kind = "threshold"
-
     def build(self):
         n = self.node
         return ThresholdUnit(n.thresholds, self.in_type.dtype, self.out_type.dtype, n.base, self.in_n)

@@ -26,10 +26,8 @@ def is_depthwise(node) -> bool:
     return isinstance(w, np.ndarray) and w.ndim == 4 and g > 1 and w.shape[0] == g and w.shape[3] == 1
 
 
-@register
+@register(ir.Conv2d, kind="vvu")
 class VVUKernel(NodeKernel):
-    node_types = (ir.Conv2d,)
-    kind = "vvu"
     foldable = True
 
     @classmethod

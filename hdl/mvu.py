@@ -50,29 +50,9 @@ from qloom.compiler import ir
 
 from . import streams
 from .inbuf import RAM_STYLES, InputBuffer
+from .mvu_lanes import lane_bounds, lane_kind, lanes, shape_for, tree, tree_bounds
 
 ROM_STYLES = ("block", "distributed", "logic")
-
-
-def _shape(lo, hi):
-    """The narrowest Amaranth shape that holds every integer in [lo, hi]."""
-    return streams.elem_shape(ir.int_type_for(int(lo), int(hi)))
-
-
-def lane_kind(wtype, in_type, weight) -> str:
-    """The lane arithmetic for these element types and weights (see the module docstring)."""
-    wvals = set(np.unique(weight).tolist())
-    wbip = wvals <= {-1, 1}
-    xbip = isinstance(in_type, ir.BipolarType)
-    if wbip and xbip:
-        return "xnor"
-    if wbip:
-        return "select_x"            # bipolar weights, integer inputs
-    if xbip:
-        return "select_w"            # integer weights, bipolar inputs
-    if wvals <= {-1, 0, 1}:
-        return "ternary"
-    return "mul"
 
 
 class MatrixVectorUnit(wiring.Component):
@@ -107,7 +87,7 @@ class MatrixVectorUnit(wiring.Component):
         # only the others are stored, plus one zero word read in their place
         nonzero = (self._words() != 0).any(axis=(0, 2))
         zeros = int((~nonzero).sum())
-        width = self.pe * self.simd * _shape(int(self.weight.min()), int(self.weight.max())).width
+        width = self.pe * self.simd * shape_for(int(self.weight.min()), int(self.weight.max())).width
         self.skip_zero = bool(skip_zero) and 2 * zeros >= nonzero.size and zeros >= 16 and \
             zeros * width >= 4 * nonzero.size
         self.nonzero = nonzero if self.skip_zero else None
@@ -211,7 +191,7 @@ class MatrixVectorUnit(wiring.Component):
         words = self._words()
         wvals = set(np.unique(self.weight).tolist())
         stored_bip = kind in ("xnor", "select_x")
-        wshape = unsigned(1) if stored_bip else _shape(min(wvals), max(wvals))
+        wshape = unsigned(1) if stored_bip else shape_for(min(wvals), max(wvals))
         x_lo, x_hi = self.in_type.min, self.in_type.max
 
         # global stall: every stage moves unless a finished result waits for the output FIFO. A register
@@ -276,35 +256,35 @@ class MatrixVectorUnit(wiring.Component):
         if kind == "select_x":
             # shared by all PEs: pair sums x0+x1 and the tree of sum(x)
             pairs = [(xl[k], xl[k + 1]) for k in range(0, SIMD - 1, 2)]
-            psum = [Signal(_shape(2 * x_lo, 2 * x_hi), name=f"xpair{j}") for j in range(len(pairs))]
+            psum = [Signal(shape_for(2 * x_lo, 2 * x_hi), name=f"xpair{j}") for j in range(len(pairs))]
             m.d.comb += [s.eq(a + b) for s, (a, b) in zip(psum, pairs)]
             sterms = [stage(s, f"xs{j}") for j, s in enumerate(psum)]
             if SIMD % 2:
-                sterms.append(stage(xl[-1], "xs_odd", _shape(x_lo, x_hi)))
+                sterms.append(stage(xl[-1], "xs_odd", shape_for(x_lo, x_hi)))
             slo = [2 * x_lo] * len(pairs) + [x_lo] * (SIMD % 2)
             shi = [2 * x_hi] * len(pairs) + [x_hi] * (SIMD % 2)
-            fix = self._tree(m, stage, sterms, np.array([slo]), np.array([shi]), "xsum")
+            fix = tree(stage, sterms, np.array([slo]), np.array([shi]), "xsum")
         for p in range(PE):
             wl = [w[p][k] for k in range(SIMD)]
-            terms, lo, hi = self._lanes(m, stage, kind, wl, xl, words[p], x_lo, x_hi,
-                                        psum if kind == "select_x" else None, f"pe{p}")
-            parts.append(self._tree(m, stage, terms, lo, hi, f"pe{p}"))
+            terms, lo, hi = lanes(stage, kind, wl, xl, words[p], x_lo, x_hi,
+                                  psum if kind == "select_x" else None, f"pe{p}")
+            parts.append(tree(stage, terms, lo, hi, f"pe{p}"))
         for _ in range(1 + self.tree_levels):
             valid, first, last = stage(valid, "v_t"), stage(first, "first_t"), stage(last, "last_t")
         if kind == "select_x":
-            parts = [stage((part << 1) - fix, f"fix{p}",
-                           _shape(2 * self._lo(part) - self._hi(fix), 2 * self._hi(part) - self._lo(fix)))
-                     for p, part in enumerate(parts)]
+            xsum, xs_lo, xs_hi = fix
+            parts = [(stage((part << 1) - xsum, f"fix{p}", shape_for(2 * lo - xs_hi, 2 * hi - xs_lo)), lo, hi)
+                     for p, (part, lo, hi) in enumerate(parts)]
             valid, first, last = stage(valid, "v_f"), stage(first, "first_f"), stage(last, "last_f")
         elif kind in ("xnor", "select_w"):
-            parts = [part << 1 for part in parts]
+            parts = [(part << 1, lo, hi) for part, lo, hi in parts]
 
         # ---- acc, then a 2-beat output FIFO: the stall comes from the FIFO's level (a register), never
         # combinationally from the next stage's ready
         init = self._init()
         if self.thresholds is not None:
             lo_acc, hi_acc = self._acc_range()
-            acc_shape = _shape(min(lo_acc, -1), hi_acc)      # signed: the sign bit is the output
+            acc_shape = shape_for(min(lo_acc, -1), hi_acc)      # signed: the sign bit is the output
         else:
             acc_shape = streams.elem_shape(self.acc_type)
         accs = [Signal(acc_shape, name=f"acc{p}") for p in range(PE)]
@@ -318,7 +298,7 @@ class MatrixVectorUnit(wiring.Component):
         with m.If(adv):
             with m.If(valid):
                 for p, acc in enumerate(accs):
-                    m.d.sync += acc.eq(Mux(first, starts[p], acc) + parts[p])
+                    m.d.sync += acc.eq(Mux(first, starts[p], acc) + parts[p][0])
         beat = Signal(out_layout)
         if self.thresholds is not None:
             m.d.comb += [beat[p].eq(~acc[-1]) for p, acc in enumerate(accs)]
@@ -328,120 +308,39 @@ class MatrixVectorUnit(wiring.Component):
                      self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready)]
         return m
 
-    # the bounds of the signals the trees build (kept on the signal for the next node)
-    _bounds: dict = None
-
-    def _lo(self, s):
-        return self._bounds[id(s)][0]
-
-    def _hi(self, s):
-        return self._bounds[id(s)][1]
-
-    @staticmethod
-    def _lane_bounds(kind, words, x_lo, x_hi):
-        """Per weight word, the range of each first-level value of one PE (lane terms summed in pairs,
-        an odd lane alone): (lo, hi), arrays of (words, ceil(SIMD/2))."""
-        simd = words.shape[1]
-        if kind == "xnor":
-            t_lo, t_hi = np.zeros(words.shape, dtype=np.int64), np.ones(words.shape, dtype=np.int64)
-        elif kind == "select_x":
-            b = (words > 0).astype(np.int64)
-            t_lo, t_hi = np.minimum(b * x_lo, 0), np.maximum(b * x_hi, 0)
-        elif kind == "select_w":
-            t_lo, t_hi = np.minimum(words, 0), np.maximum(words, 0)
-        else:
-            t_lo, t_hi = np.minimum(words * x_lo, words * x_hi), np.maximum(words * x_lo, words * x_hi)
-        cut = list(range(0, simd, 2))
-        return np.add.reduceat(t_lo, cut, axis=1), np.add.reduceat(t_hi, cut, axis=1)
-
-    @staticmethod
-    def _tree_bounds(lo, hi):
-        """The adder tree over first-level values with bounds lo, hi (words, n): per level, the
-        (lo, hi) range of each node over all words (an odd node out passes to the next level)."""
-        levels = []
-        groups = [(j, j + 1) for j in range(lo.shape[1])]
-        while len(groups) > 1:
-            nxt = [(groups[j][0], groups[j + 1][1]) for j in range(0, len(groups) - 1, 2)]
-            if len(groups) % 2:
-                nxt.append(groups[-1])
-            levels.append([(int(lo[:, a:b].sum(1).min()), int(hi[:, a:b].sum(1).max())) for a, b in nxt])
-            groups = nxt
-        return levels
-
-    def _lanes(self, m, stage, kind, wl, xl, words, x_lo, x_hi, psum, name):
-        """The registered first level of one PE: lane terms summed in pairs. Returns (terms, lo, hi):
-        lo, hi (words x terms) bound each term for each weight word."""
-        SIMD = len(wl)
-        lo, hi = self._lane_bounds(kind, words, x_lo, x_hi)
-        shapes = [_shape(lo[:, j].min(), hi[:, j].max()) for j in range(lo.shape[1])]
-        if kind == "xnor":
-            bits = [~(a ^ b) for a, b in zip(wl, xl)]
-            vals = [bits[k] + bits[k + 1] for k in range(0, SIMD - 1, 2)]
-        elif kind == "select_x":
-            vals = []
-            for j in range(SIMD // 2):
-                a0, a1 = wl[2 * j], wl[2 * j + 1]
-                vals.append(Mux(a0 & a1, psum[j], Mux(a0, xl[2 * j], Mux(a1, xl[2 * j + 1], 0))))
-            bits = [Mux(a, b, 0) for a, b in zip(wl, xl)]
-        else:
-            if kind == "select_w":
-                bits = [Mux(b, a, 0) for a, b in zip(wl, xl)]
-            elif kind == "ternary":
-                bits = [Mux(a == 0, 0, Mux(a < 0, -b, b)) for a, b in zip(wl, xl)]
-            else:
-                bits = [a * b for a, b in zip(wl, xl)]
-            vals = [bits[k] + bits[k + 1] for k in range(0, SIMD - 1, 2)]
-        if SIMD % 2:
-            vals.append(bits[-1])
-        terms = [stage(v, f"{name}_p{j}", shapes[j]) for j, v in enumerate(vals)]
-        return terms, lo, hi
-
-    def _tree(self, m, stage, terms, lo, hi, name):
-        """Sum `terms` with one registered 2-input adder per level (an odd one out is registered
-        as it is). lo, hi: (words, terms) bounds; every node is as wide as its range."""
-        if self._bounds is None:
-            self._bounds = {}
-        for level, bounds in enumerate(self._tree_bounds(lo, hi)):
-            nxt = [terms[j] + terms[j + 1] for j in range(0, len(terms) - 1, 2)]
-            if len(terms) % 2:
-                nxt.append(terms[-1])
-            terms = [stage(v, f"{name}_l{level}_{j}", _shape(a, b)) for j, (v, (a, b)) in enumerate(zip(nxt, bounds))]
-        self._bounds[id(terms[0])] = (int(lo.sum(1).min()), int(hi.sum(1).max()))
-        return terms[0]
-
     def structure(self) -> dict:
         """What elaborate() builds, counted (for the resource model): first-level values and their
         bits, adders and their result bits, registers, accumulator and memory sizes."""
         PE, SIMD, NF, SF = self.pe, self.simd, self.nf, self.sf
         words = self._words()
         x_lo, x_hi = self.in_type.min, self.in_type.max
-        wbits = 1 if self.kind in ("xnor", "select_x") else _shape(self.weight.min(), self.weight.max()).width
+        wbits = 1 if self.kind in ("xnor", "select_x") else shape_for(self.weight.min(), self.weight.max()).width
         xbits = streams.elem_shape(self.in_type).width
         first_bits = adders = adder_bits = 0
-        trees = [self._lane_bounds(self.kind, words[p], x_lo, x_hi) for p in range(PE)]
+        trees = [lane_bounds(self.kind, words[p], x_lo, x_hi) for p in range(PE)]
         if self.kind == "select_x":        # the shared sum(x) tree
             n1 = -(-SIMD // 2)
             trees.append((np.array([[2 * x_lo] * (SIMD // 2) + [x_lo] * (SIMD % 2)]),
                           np.array([[2 * x_hi] * (SIMD // 2) + [x_hi] * (SIMD % 2)])))
             adders += SIMD // 2
-            adder_bits += (SIMD // 2) * _shape(2 * x_lo, 2 * x_hi).width
+            adder_bits += (SIMD // 2) * shape_for(2 * x_lo, 2 * x_hi).width
             assert n1 == trees[-1][0].shape[1]
         pass_bits = 0                       # registers an odd node passes through (no LUT of their own)
         for lo, hi in trees:
-            first_bits += sum(_shape(lo[:, j].min(), hi[:, j].max()).width for j in range(lo.shape[1]))
+            first_bits += sum(shape_for(lo[:, j].min(), hi[:, j].max()).width for j in range(lo.shape[1]))
             count = lo.shape[1]
-            for level in self._tree_bounds(lo, hi):
+            for level in tree_bounds(lo, hi):
                 adders += count // 2
-                adder_bits += sum(_shape(a, b).width for a, b in level[:count // 2])
-                pass_bits += sum(_shape(a, b).width for a, b in level[count // 2:])
+                adder_bits += sum(shape_for(a, b).width for a, b in level[:count // 2])
+                pass_bits += sum(shape_for(a, b).width for a, b in level[count // 2:])
                 count = len(level)
         if self.thresholds is not None:
             lo_acc, hi_acc = self._acc_range()
-            acc_w = _shape(min(lo_acc, -1), hi_acc).width
+            acc_w = shape_for(min(lo_acc, -1), hi_acc).width
         else:
             acc_w = streams.elem_shape(self.acc_type).width
         init = self._init().reshape(NF, PE)
-        starts = None if (init == init[0]).all() else (PE * _shape(init.min(), init.max()).width, NF)
+        starts = None if (init == init[0]).all() else (PE * shape_for(init.min(), init.max()).width, NF)
         fix_bits = 0
         if self.kind == "select_x":
             fix_bits = PE * (acc_w + 1)

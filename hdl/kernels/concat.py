@@ -38,9 +38,7 @@ class ConcatKernel(NodeKernel):
     def cycles(self):
         return self.out_type.size // self.out_n
 
-    @property
-    def latency(self):
-        return ConcatUnit.LATENCY
+    latency = ConcatUnit.LATENCY         # fixed by the unit: no need to build one to read it
 
     def need(self, j, port=0):
         """Output beat j (pixel p, offset o within its pixel) needs from input k every beat of pixel p

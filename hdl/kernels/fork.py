@@ -24,9 +24,7 @@ class ForkKernel(Kernel):
     def counts_for_ii(self):
         return False            # it moves a beat per cycle, like the stage that feeds it
 
-    @property
-    def latency(self):
-        return StreamFork.LATENCY
+    latency = StreamFork.LATENCY         # fixed by the unit: no need to build one to read it
 
     def build(self):
         return StreamFork(streams.beat_layout(self.in_type.dtype, self.in_n), self.extra["outputs"])

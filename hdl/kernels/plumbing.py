@@ -59,9 +59,7 @@ class WidthKernel(Kernel):
     def cycles(self):
         return self.in_type.size // min(self.in_n, self.out_n)
 
-    @property
-    def latency(self):
-        return WidthConverter.LATENCY
+    latency = WidthConverter.LATENCY         # fixed by the unit: no need to build one to read it
 
     def frame_times(self, first, last):
         """Exact for evenly spaced input beats (what an MVU, or the accelerator's input, sends): output

@@ -1,0 +1,104 @@
+"""The MatrixVectorUnit's lane arithmetic and adder trees (hdl/mvu.py), with the value bounds
+that size every node: which lanes the element types call for, the registered first level of a PE
+(lane terms summed in pairs), and the registered 2-input adder tree over them."""
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Mux
+
+from qloom.compiler import ir
+
+from . import streams
+
+
+def shape_for(lo, hi):
+    """The narrowest Amaranth shape that holds every integer in [lo, hi]."""
+    return streams.elem_shape(ir.int_type_for(int(lo), int(hi)))
+
+
+def lane_kind(wtype, in_type, weight) -> str:
+    """The lane arithmetic for these element types and weights (see the module docstring)."""
+    wvals = set(np.unique(weight).tolist())
+    wbip = wvals <= {-1, 1}
+    xbip = isinstance(in_type, ir.BipolarType)
+    if wbip and xbip:
+        return "xnor"
+    if wbip:
+        return "select_x"            # bipolar weights, integer inputs
+    if xbip:
+        return "select_w"            # integer weights, bipolar inputs
+    if wvals <= {-1, 0, 1}:
+        return "ternary"
+    return "mul"
+
+
+def lane_bounds(kind, words, x_lo, x_hi):
+    """Per weight word, the range of each first-level value of one PE (lane terms summed in pairs,
+    an odd lane alone): (lo, hi), arrays of (words, ceil(SIMD/2))."""
+    simd = words.shape[1]
+    if kind == "xnor":
+        t_lo, t_hi = np.zeros(words.shape, dtype=np.int64), np.ones(words.shape, dtype=np.int64)
+    elif kind == "select_x":
+        b = (words > 0).astype(np.int64)
+        t_lo, t_hi = np.minimum(b * x_lo, 0), np.maximum(b * x_hi, 0)
+    elif kind == "select_w":
+        t_lo, t_hi = np.minimum(words, 0), np.maximum(words, 0)
+    else:
+        t_lo, t_hi = np.minimum(words * x_lo, words * x_hi), np.maximum(words * x_lo, words * x_hi)
+    cut = list(range(0, simd, 2))
+    return np.add.reduceat(t_lo, cut, axis=1), np.add.reduceat(t_hi, cut, axis=1)
+
+
+def tree_bounds(lo, hi):
+    """The adder tree over first-level values with bounds lo, hi (words, n): per level, the
+    (lo, hi) range of each node over all words (an odd node out passes to the next level)."""
+    levels = []
+    groups = [(j, j + 1) for j in range(lo.shape[1])]
+    while len(groups) > 1:
+        nxt = [(groups[j][0], groups[j + 1][1]) for j in range(0, len(groups) - 1, 2)]
+        if len(groups) % 2:
+            nxt.append(groups[-1])
+        levels.append([(int(lo[:, a:b].sum(1).min()), int(hi[:, a:b].sum(1).max())) for a, b in nxt])
+        groups = nxt
+    return levels
+
+
+def lanes(stage, kind, wl, xl, words, x_lo, x_hi, psum, name):
+    """The registered first level of one PE: lane terms summed in pairs. Returns (terms, lo, hi):
+    lo, hi (words x terms) bound each term for each weight word."""
+    SIMD = len(wl)
+    lo, hi = lane_bounds(kind, words, x_lo, x_hi)
+    shapes = [shape_for(lo[:, j].min(), hi[:, j].max()) for j in range(lo.shape[1])]
+    if kind == "xnor":
+        bits = [~(a ^ b) for a, b in zip(wl, xl)]
+        vals = [bits[k] + bits[k + 1] for k in range(0, SIMD - 1, 2)]
+    elif kind == "select_x":
+        vals = []
+        for j in range(SIMD // 2):
+            a0, a1 = wl[2 * j], wl[2 * j + 1]
+            vals.append(Mux(a0 & a1, psum[j], Mux(a0, xl[2 * j], Mux(a1, xl[2 * j + 1], 0))))
+        bits = [Mux(a, b, 0) for a, b in zip(wl, xl)]
+    else:
+        if kind == "select_w":
+            bits = [Mux(b, a, 0) for a, b in zip(wl, xl)]
+        elif kind == "ternary":
+            bits = [Mux(a == 0, 0, Mux(a < 0, -b, b)) for a, b in zip(wl, xl)]
+        else:
+            bits = [a * b for a, b in zip(wl, xl)]
+        vals = [bits[k] + bits[k + 1] for k in range(0, SIMD - 1, 2)]
+    if SIMD % 2:
+        vals.append(bits[-1])
+    terms = [stage(v, f"{name}_p{j}", shapes[j]) for j, v in enumerate(vals)]
+    return terms, lo, hi
+
+
+def tree(stage, terms, lo, hi, name):
+    """Sum `terms` with one registered 2-input adder per level (an odd one out is registered
+    as it is). lo, hi: (words, terms) bounds; every node is as wide as its range. Returns the sum
+    and its (lo, hi) over all words."""
+    for level, bounds in enumerate(tree_bounds(lo, hi)):
+        nxt = [terms[j] + terms[j + 1] for j in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = [stage(v, f"{name}_l{level}_{j}", shape_for(a, b)) for j, (v, (a, b)) in enumerate(zip(nxt, bounds))]
+    return terms[0], int(lo.sum(1).min()), int(hi.sum(1).max())

@@ -8,18 +8,26 @@ from qloom.compiler import ir
 from . import streams
 
 
+def _greater(a, b):
+    """a > b as the sign of b - a: a subtraction maps to the carry chain, where Yosys builds a
+    comparison out of LUT levels."""
+    return (b - a)[-1]
+
+
 class ArgMax(wiring.Component):
     """Consumes a vector of n elements as n/simd beats, emits one beat with its argmax.
 
     Each beat's best lane comes from a comparison tree, then competes with the
     best so far; a later element wins only when strictly greater, so ties keep
     the lowest index (as numpy.argmax). Bipolar elements compare as their bits
-    (+1 -> 1 > -1 -> 0). The result leaves 1 cycle after the last beat
-    (`self.latency`); the output register frees in the cycle it is read, so a
-    vector takes n/simd cycles.
+    (+1 -> 1 > -1 -> 0). Each beat is registered before the comparisons (the
+    producer's output mux and the route to this unit stay off the compare path),
+    so the result leaves 2 cycles after the last beat (`self.latency`); the
+    output register frees in the cycle it is read, so a vector takes n/simd
+    cycles.
     """
 
-    LATENCY = 1
+    LATENCY = 2
 
     def __init__(self, dtype: ir.ElemType, n: int, simd: int):
         if n < 1 or simd < 1 or n % simd:
@@ -35,12 +43,16 @@ class ArgMax(wiring.Component):
         m = Module()
         n, simd = self.n, self.simd
 
+        # the input register: a beat waits in it until the comparison stage takes it
+        beat = Signal.like(self.i.payload)
+        beat_valid = Signal()
+
         # The beat's best (value, lane): pairwise tree, the right one wins only if greater.
-        cands = [(self.i.payload[j], j) for j in range(simd)]
+        cands = [(beat[j], j) for j in range(simd)]
         while len(cands) > 1:
             pairs = []
             for (va, ia), (vb, ib) in zip(cands[0::2], cands[1::2]):
-                right = vb > va
+                right = _greater(vb, va)
                 pairs.append((Mux(right, vb, va), Mux(right, ib, ia)))
             cands = pairs + cands[len(cands) & ~1:]
         beat_val, beat_lane = cands[0]
@@ -49,12 +61,14 @@ class ArgMax(wiring.Component):
         best_val = Signal(streams.elem_shape(self.dtype))
         best_idx = Signal(range(n))
         last = first == n - simd
-        take = (first == 0) | (beat_val > best_val)
+        take = (first == 0) | _greater(beat_val, best_val)
         idx = Mux(take, first + beat_lane, best_idx)
 
-        fire = self.i.valid & self.i.ready
         # Only the last beat needs the output register; it may be read in the same cycle.
-        m.d.comb += self.i.ready.eq(~last | ~self.o.valid | self.o.ready)
+        fire = beat_valid & (~last | ~self.o.valid | self.o.ready)
+        m.d.comb += self.i.ready.eq(~beat_valid | fire)
+        with m.If(self.i.ready):
+            m.d.sync += [beat.eq(self.i.payload), beat_valid.eq(self.i.valid)]
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(fire):

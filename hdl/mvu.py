@@ -92,8 +92,10 @@ class MatrixVectorUnit(wiring.Component):
             zeros * width >= 4 * nonzero.size
         self.nonzero = nonzero if self.skip_zero else None
         self.rom_depth = nonzero.size - zeros + 1 if self.skip_zero else nonzero.size
-        # a LUT-ROM of 33..256 words with the memory register reads in two levels (pieces, select)
-        self.split_rom = self.mem_reg and rom_style == "logic" and 32 < self.rom_depth <= 256
+        # a LUT-ROM deeper than 32 words with the memory register reads in registered levels: 16-word
+        # pieces (a LUT4 per bit), then 16:1 selects, one level per 4 address bits beyond the first 4
+        self.split_rom = self.mem_reg and rom_style == "logic" and self.rom_depth > 32
+        self.rom_levels = ((max(self.rom_depth - 1, 1).bit_length() - 1) // 4) if self.split_rom else 0
         self.kind = lane_kind(wtype, in_type, self.weight)
         self.thresholds = None
         if thresholds is not None:
@@ -112,8 +114,10 @@ class MatrixVectorUnit(wiring.Component):
         self.ii = self.nf * self.sf     # cycles per vector
         n1 = -(-self.simd // 2) if self.simd > 1 else 1
         self.tree_levels = (n1 - 1).bit_length()
-        # issue -> read (1) [-> mem_reg] -> lanes (1) -> tree levels [-> fix] -> acc (1) -> output FIFO (1)
-        self.depth = 1 + self.mem_reg + 1 + self.tree_levels + (self.kind == "select_x") + 1 + 1
+        # issue -> read (1) [-> mem_reg [+ split ROM levels]] -> lanes (1) -> tree levels [-> fix] -> acc (1)
+        # -> output FIFO (1)
+        self.mem_stages = self.mem_reg + max(0, self.rom_levels - 1)
+        self.depth = 1 + self.mem_stages + 1 + self.tree_levels + (self.kind == "select_x") + 1 + 1
         self.latency = self.sf + self.depth     # first input beat accepted -> first output beat valid
         super().__init__({"i": In(streams.beat_signature(in_type, self.simd)),
                           "o": Out(streams.beat_signature(self.out_type, self.pe))})
@@ -227,16 +231,20 @@ class MatrixVectorUnit(wiring.Component):
         last = stage(sf == SF - 1, "last_r")
         valid, x = buf.o.valid, buf.o.payload
         if self.split_rom:
-            # a LUT-ROM in two registered levels: 16-word pieces (one LUT4 per bit), then the piece select
-            pieces = []
+            # a LUT-ROM in registered levels: 16-word pieces (one LUT4 per bit), then 16:1 piece selects
+            level = []
             for b in range(0, len(rows), 16):
                 piece = memory.Memory(shape=wlayout, depth=16, init=rows[b:b + 16], attrs={"rom_style": "logic"})
                 m.submodules[f"rom{b // 16}"] = piece
                 port = piece.read_port()
                 m.d.comb += [port.addr.eq(raddr[:4]), port.en.eq(adv)]
-                pieces.append(port.data.as_value())
+                level.append(port.data.as_value())
             hi = stage(raddr[4:], "rom_hi")
-            w = data.View(wlayout, stage(Array(pieces)[hi], "w_q", unsigned(wlayout.size)))
+            for n in range(self.rom_levels):
+                level = [stage(Array(level[g:g + 16])[hi[:4]], f"rom_l{n}_{g // 16}", unsigned(wlayout.size))
+                         for g in range(0, len(level), 16)]
+                hi = stage(hi[4:], f"rom_hi{n}") if len(level) > 1 else hi
+            w = data.View(wlayout, level[0])
         else:
             attrs = {"rom_style": self.rom_style} if self.rom_style else None
             m.submodules.rom = rom = memory.Memory(shape=wlayout, depth=len(rows), attrs=attrs, init=rows)
@@ -245,8 +253,8 @@ class MatrixVectorUnit(wiring.Component):
             w = rport.data
             if self.mem_reg:
                 w = stage(w, "w_q", wlayout)
-        if self.mem_reg:
-            x = stage(x, "x_q", in_layout)
+        for n in range(self.mem_stages):
+            x = stage(x, f"x_q{n}", in_layout)
             valid, first, last = stage(valid, "v_q"), stage(first, "first_q"), stage(last, "last_q")
         xl = [x[k] for k in range(SIMD)]
 
@@ -344,7 +352,7 @@ class MatrixVectorUnit(wiring.Component):
         fix_bits = 0
         if self.kind == "select_x":
             fix_bits = PE * (acc_w + 1)
-        tags = 3 * (2 + self.mem_reg + self.tree_levels + (self.kind == "select_x"))
+        tags = 3 * (2 + self.mem_stages + self.tree_levels + (self.kind == "select_x"))
         return {
             "kind": self.kind, "pe": PE, "simd": SIMD, "lanes": PE * SIMD, "xbits": xbits, "wbits": wbits,
             "first_values": sum(t[0].shape[1] for t in trees), "first_bits": first_bits,
@@ -354,8 +362,11 @@ class MatrixVectorUnit(wiring.Component):
             "weights": (PE * SIMD * wbits, self.rom_depth), "starts": starts,
             "zero_table": NF * SF if self.skip_zero else 0,
             "buffer": (SIMD * xbits, self.slots * self.banks),
-            "mem_reg_bits": (PE * SIMD * wbits + SIMD * xbits) if self.mem_reg else 0,
-            "split_rom_bits": PE * SIMD * wbits * -(-self.rom_depth // 16) if self.split_rom else 0,
+            "mem_reg_bits": PE * SIMD * wbits * self.mem_reg + SIMD * xbits * self.mem_stages,
+            # the inner selects' registers (the last select's is mem_reg's) and the pieces': Yosys moves
+            # most of those onto the shared address (a quarter stays, measured on tfc-w2a2)
+            "split_rom_bits": PE * SIMD * wbits * (-(-self.rom_depth // 64) + sum(
+                -(-self.rom_depth // 16 ** (n + 2)) for n in range(self.rom_levels - 1))) if self.split_rom else 0,
             "tags": tags,
         }
 

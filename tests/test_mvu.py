@@ -314,6 +314,26 @@ def test_two_level_lut_rom(wkind, xt):
     assert (np.array(streams.from_beats(acc, got, 2)).reshape(2, 12) == reference.run(g, x)).all()
 
 
+
+@pytest.mark.parametrize("wkind,xt,n,k", [("bipolar", ir.Int(3, False), 20, 15),     # 300 words: 19 pieces
+                                          (2, ir.Bipolar, 18, 30)])                  # 540 words: 34 pieces
+def test_three_level_lut_rom(wkind, xt, n, k):
+    """A LUT-ROM deeper than 256 words reads in three registered levels (pieces, two 16:1 selects):
+    one cycle more than two levels, bit-exact under stalls, the latency the unit's."""
+    rng = np.random.default_rng(12)
+    w, wt = make_weights(rng, wkind, n, k)
+    g, acc = dense_case(w, wt, xt)
+    dut = MatrixVectorUnit(w, wt, xt, acc, 1, 1, rom_style="logic", mem_reg=True)
+    two = MatrixVectorUnit(w[:, :2], wt, xt, acc, 1, 1, rom_style="logic", mem_reg=True)     # 2n words
+    assert dut.split_rom and dut.rom_levels == 2 and two.rom_levels == 1
+    assert dut.depth == two.depth + 1
+    check(w, wt, xt, 1, 1, make_inputs(rng, xt, 2, k), rom_style="logic", mem_reg=True, stall_in=0.3,
+          stall_out=0.3)
+    x = make_inputs(rng, xt, 2, k)
+    got, t_in, t_out = drive(dut, [b for row in x for b in streams.to_beats(xt, row, 1)], 2 * n)
+    assert t_out[0] - t_in[0] == dut.latency
+    assert (np.array(streams.from_beats(acc, got, 1)).reshape(2, n) == reference.run(g, x)).all()
+
 def _grouped(rng, wkind, n, k, groups, anti=False):
     """A grouped conv's matrix: block-diagonal (or anti-diagonal: the first word is zero) with random
     weights in the blocks, zeros outside."""

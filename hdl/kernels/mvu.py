@@ -209,7 +209,9 @@ class MVUKernel(NodeKernel):
         r.ffs += 2 * out_bits + 2
         r.lone_ffs += 2 * out_bits
         r.ffs += st["mem_reg_bits"] + st["pass_bits"] + st["split_rom_bits"]
-        r.lone_ffs += st["mem_reg_bits"] + st["tags"] + st["pass_bits"] + st["adders"] * costs.c(mem, "carry_out_lone")
+        # a split LUT-ROM's last select feeds the weight register: that register has a LUT of its own
+        w_reg_lone = st["mem_reg_bits"] - (st["weights"][0] if st["split_rom_bits"] else 0)
+        r.lone_ffs += w_reg_lone + st["tags"] + st["pass_bits"] + st["adders"] * costs.c(mem, "carry_out_lone")
         e = self.extra
         for part in (costs.rom(mem, *st["weights"], e.get("weights", self.default_rom_style())),
                      costs.ram(mem, *st["buffer"], e.get("ibuf")),

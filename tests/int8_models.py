@@ -100,6 +100,24 @@ def build_float(cfg: dict) -> nn.Module:
     return Net(layers, pre=nn.Unflatten(1, (1, 8, 8)))
 
 
+class Call(nn.Module):
+    """A function called in forward (FX records a call_function node, not a module): `Call(F.max_pool2d, 2)`."""
+
+    def __init__(self, fn, *args, **kwargs):
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def forward(self, x):
+        return self.fn(x, *self.args, **self.kwargs)
+
+
+def pool_cnn(pool: nn.Module, seed: int = 0) -> nn.Module:
+    """An (untrained) digits CNN: conv 3x3 + ReLU, `pool`, conv 3x3 + ReLU, global average pool, Linear."""
+    torch.manual_seed(seed)
+    return Net([nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), pool, nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)], pre=nn.Unflatten(1, (1, 8, 8)))
+
+
 class Net(nn.Module):
     """pre (float reshaping) -> QuantStub -> body -> DeQuantStub; the stubs are identities until converted."""
 

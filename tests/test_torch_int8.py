@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import qloom
@@ -195,6 +196,47 @@ def test_random_family(cfg, api, engine, per_channel):
 @pytest.mark.parametrize("cfg,api,engine,per_channel", family(range(200, 260)))
 def test_random_family_sweep(cfg, api, engine, per_channel):
     run_family_case(cfg, api, engine, per_channel, M.test_inputs(1000, seed=cfg["seed"]))
+
+
+# ---------------------------------------------------------------- pools called as functions (FX)
+
+@pytest.mark.parametrize("engine,fn,args,kwargs,kernel,stride", [
+    ("fbgemm", F.max_pool2d, (2,), {}, 2, 2),
+    ("qnnpack", F.max_pool2d, (), {"kernel_size": 2, "stride": 2}, 2, 2),
+    ("fbgemm", F.max_pool2d, (3, 2), {}, 3, 2),
+    ("qnnpack", F.max_pool2d, ((2, 2), (1, 1)), {}, 2, 1),
+    ("fbgemm", F.max_pool2d, (2, 2, 0, 1, True), {}, 2, 2),        # ceil_mode=True, same size: accepted
+    ("fbgemm", torch.max_pool2d, (2,), {}, 2, 2),                  # FX runs it on floats: dequantize -> quantize
+    ("qnnpack", F.avg_pool2d, (2,), {}, 2, 2)])
+def test_functional_pools_exact(engine, fn, args, kwargs, kernel, stride):
+    """F.max_pool2d is a boolean-dispatch wrapper whose signature is (*args, **kwargs): its arguments are
+    read by position and name, with torch's defaults; every layer's codes equal the runtime's."""
+    model = M.quantize_fx(M.pool_cnn(M.Call(fn, *args, **kwargs)), engine, per_channel=False)
+    assert any(n.op == "call_function" and n.target is fn for n in model.graph.nodes)
+    x = np.concatenate([M.test_inputs(200, seed=1), np.random.default_rng(0).uniform(-4, 24, (200, 64))])
+    x = x.astype(np.float32)
+    with M._engine(engine):
+        acc = qloom.from_torch_quantized(model, x[:64])
+        stats = layer_report(acc, x)
+        out = model(torch.from_numpy(x)).numpy()
+    pool = next(n for n in acc.graph.nodes if n.kind in ("MaxPool2d", "SumPool"))       # the first: this one
+    assert (pool.kind == "SumPool") == (fn is F.avg_pool2d)
+    assert pool.kernel == (kernel, kernel) and pool.stride == (stride, stride)
+    assert_exact(stats)
+    assert np.array_equal(acc.predict(x), out)               # the IR's codes, dequantized: the model's floats
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"kernel_size": 3, "stride": 2, "padding": 1}, "padding=1"),
+    ({"kernel_size": 2, "dilation": 2}, "dilation=2"),
+    ({"kernel_size": 3, "stride": 2, "ceil_mode": True}, r"ceil_mode=True changes the output size \(8x8 -> 4x4"),
+    ({"kernel_size": 2, "return_indices": True}, "return_indices=True")])
+def test_functional_max_pool_refusals_name_node_and_value(kwargs, message):
+    f = M.Call(lambda x, **kw: F.max_pool2d(x, **kw)[0] if kw.get("return_indices") else F.max_pool2d(x, **kw),
+               **kwargs)
+    model = M.quantize_fx(M.pool_cnn(f), "fbgemm", per_channel=False)
+    with pytest.raises(QuantError, match=r"'max_pool2d\w*' \(max_pool2d\w*\): .*" + message):
+        lowered(model, "fbgemm", M.test_inputs(64))
 
 
 # ---------------------------------------------------------------- PT2E (float reference graphs)

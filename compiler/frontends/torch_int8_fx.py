@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 
 import numpy as np
 import torch
@@ -161,16 +160,14 @@ def weight_zero_points(w) -> np.ndarray:
     return np.array([w.q_zero_point()], dtype=np.int64)
 
 
-def bind(fn, args, kwargs, names):
-    """Values of the named parameters of torch function `fn` as called with args/kwargs."""
-    try:
-        b = inspect.signature(fn).bind(*args, **kwargs)
-        b.apply_defaults()
-        return [b.arguments.get(n) for n in names]
-    except (TypeError, ValueError):
-        params = dict(zip(names, args[1:]))
-        params.update(kwargs)
-        return [params.get(n) for n in names]
+def bind(params: dict, args, kwargs) -> dict:
+    """The values of a torch function's parameters as a node calls it with args/kwargs: `params` maps
+    the names after the input tensor, in positional order, to their defaults. (inspect.signature cannot
+    tell them: F.max_pool2d is a boolean-dispatch wrapper `(*args, **kwargs)`, F.avg_pool2d a builtin.)"""
+    values = dict(params)
+    values.update(zip(params, args[1:]))
+    values.update(kwargs)
+    return values
 
 
 def pair(v, default=None):

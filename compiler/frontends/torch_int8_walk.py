@@ -8,7 +8,6 @@ import torch
 import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
 from . import int8_common as common
@@ -18,6 +17,18 @@ from .torch_int8_fx import (ELEMENTWISE_FUNCS, ELEMENTWISE_MODULES, FxEval, QDTY
                              SUPPORTED, bind, module_runner, node_label, pair, qrange, quantized, single_output,
                              target_name,
                              weight_zero_points)
+
+# the parameters after the input of F.max_pool2d / torch.max_pool2d and of F.avg_pool2d (and the pool
+# modules' attributes of those names), in positional order, with their defaults
+MAX_POOL_PARAMS = {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+                   "return_indices": False}
+AVG_POOL_PARAMS = {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
+                   "divisor_override": None}
+
+
+def is_maxpool(k) -> bool:
+    """A max pool module, or a functional one (F.max_pool2d, torch.max_pool2d, with indices)."""
+    return isinstance(k, nn.MaxPool2d) or k in ("max_pool2d", "max_pool2d_with_indices")
 
 
 class _Walk:
@@ -105,7 +116,7 @@ class _Walk:
                                                                     nniq.ConvReLU2d, nniq.LinearLeakyReLU,
                                                                     nniq.LinearTanh):
             self.layer(node, k)
-        elif isinstance(k, (nn.MaxPool2d, nnq.MaxPool2d)) or k == "max_pool2d":
+        elif is_maxpool(k):
             self.chain.maxpool(node.name, *self.maxpool_geometry(node, k, self.cur), rt_name=node.name)
         elif isinstance(k, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)) or k in ("avg_pool2d", "adaptive_avg_pool2d",
                                                                           "mean"):
@@ -135,28 +146,39 @@ class _Walk:
                              f"to (batch, -1) is supported")
         self.chain.flatten(node.name, rt_name=rt_name)
 
-    def pool_args(self, node, k, fn, names):
-        """The pool's parameters `names`: the module's attributes of those names, or the values of
-        torch function `fn`'s parameters as the node calls it (fx nodes among its args evaluated)."""
+    def pool_args(self, node, k, params):
+        """The pool's parameters (MAX_POOL_PARAMS or AVG_POOL_PARAMS): the module's attributes, or the
+        function's arguments as the node calls it (fx nodes among them evaluated), kernel and stride as pairs
+        (stride = kernel where not given)."""
         if isinstance(k, nn.Module):
-            return [getattr(k, n) for n in names]
-        args = [self.values.get(a, a) if isinstance(a, torch.fx.Node) else a for a in node.args]
-        return bind(fn, args, node.kwargs, names)
+            p = {n: getattr(k, n, d) for n, d in params.items()}
+        else:
+            p = bind(params, [self.values.get(a, a) if isinstance(a, torch.fx.Node) else a for a in node.args],
+                     node.kwargs)
+        p["kernel_size"] = pair(p["kernel_size"])
+        p["stride"] = pair(p["stride"] or p["kernel_size"])       # None or [] (torch.max_pool2d): the kernel
+        return p
 
-    def maxpool_geometry(self, node, k, src_node):
-        ks, st, pad, dil, ceil = self.pool_args(node, k, F.max_pool2d,
-                                                ["kernel_size", "stride", "padding", "dilation", "ceil_mode"])
-        ks = pair(ks)
-        if pair(pad, (0, 0)) != (0, 0) or pair(dil, (1, 1)) != (1, 1):
-            raise QuantError(f"{self.label(node)}: max pooling with padding or dilation is not supported")
-        st = pair(st) or ks
-        if ceil and self.values[node].shape[-2:] != self._pool_out(src_node, ks, st):
-            raise QuantError(f"{self.label(node)}: ceil_mode=True changes the output size; not supported")
+    def pool_geometry(self, node, src_node, p, unsupported):
+        """(kernel, stride) of a pool with parameters p; refuses, naming the node and the values, where a
+        parameter of `unsupported` is true (padding, dilation, ...) or ceil_mode changes the output size."""
+        bad = {n: p[n] for n, why in unsupported.items() if why}
+        if bad:
+            raise QuantError(f"{self.label(node)}: pooling with {', '.join(f'{n}={v}' for n, v in bad.items())} is "
+                             f"not supported (plain windows: padding 0, dilation 1, no divisor_override, no indices)")
+        (kh, kw), (sh, sw) = ks, st = p["kernel_size"], p["stride"]
+        h, w = self.values[src_node].shape[-2:]
+        out, floor = tuple(self.values[node].shape[-2:]), ((h - kh) // sh + 1, (w - kw) // sw + 1)
+        if p["ceil_mode"] and out != floor:
+            raise QuantError(f"{self.label(node)}: ceil_mode=True changes the output size ({h}x{w} -> "
+                             f"{out[0]}x{out[1]}, not {floor[0]}x{floor[1]}); not supported")
         return ks, st
 
-    def _pool_out(self, src_node, ks, st):
-        h, w = self.values[src_node].shape[-2:]
-        return torch.Size(((h - ks[0]) // st[0] + 1, (w - ks[1]) // st[1] + 1))
+    def maxpool_geometry(self, node, k, src_node):
+        p = self.pool_args(node, k, MAX_POOL_PARAMS)
+        return self.pool_geometry(node, src_node, p, {
+            "padding": pair(p["padding"]) != (0, 0), "dilation": pair(p["dilation"]) != (1, 1),
+            "return_indices": p["return_indices"]})
 
     def avgpool(self, node, k):
         x, y = self.values[self.cur], self.values[node]
@@ -166,16 +188,9 @@ class _Walk:
                 raise QuantError(f"{self.label(node)}: only global average pooling (output 1x1) is supported")
             ks = st = (h, w)
         else:
-            ks, st, pad, ceil, div = self.pool_args(node, k, F.avg_pool2d,
-                                                    ["kernel_size", "stride", "padding", "ceil_mode",
-                                                     "divisor_override"])
-            ks = pair(ks)
-            st = pair(st) or ks
-            if pair(pad, (0, 0)) != (0, 0) or div is not None:
-                raise QuantError(f"{self.label(node)}: average pooling with padding or divisor_override is not "
-                                 f"supported")
-            if ceil and y.shape[-2:] != self._pool_out(self.cur, ks, st):
-                raise QuantError(f"{self.label(node)}: ceil_mode=True changes the output size; not supported")
+            p = self.pool_args(node, k, AVG_POOL_PARAMS)
+            ks, st = self.pool_geometry(node, self.cur, p, {"padding": pair(p["padding"]) != (0, 0),
+                                                            "divisor_override": p["divisor_override"] is not None})
         like, src = x, self.cur
 
         def run(codes):
@@ -219,9 +234,10 @@ class _Walk:
     def float_op(self, node, k):
         if self.is_requantize(node, k):
             return self.close_segment(node)
-        ok = isinstance(k, ELEMENTWISE_MODULES + (nn.Flatten, nn.MaxPool2d)) or k in ELEMENTWISE_FUNCS | \
-            SHAPE_FUNCS | {"max_pool2d", "softmax", "log_softmax"} or isinstance(k, (nn.Softmax, nn.LogSoftmax))
-        if not ok:
+        if is_maxpool(k):
+            self.maxpool_geometry(node, k, self.cur)      # what the IR's max pool cannot do is refused here, by name
+        elif not (isinstance(k, ELEMENTWISE_MODULES + (nn.Flatten, nn.Softmax, nn.LogSoftmax))
+                  or k in ELEMENTWISE_FUNCS | SHAPE_FUNCS | {"softmax", "log_softmax"}):
             raise QuantError(f"float operation {self.label(node)} after a dequantize: a float layer in the middle "
                              f"(or at the end) of a quantized model is not supported; quantize it too "
                              f"(supported: {SUPPORTED})")
@@ -233,24 +249,26 @@ class _Walk:
 
     def close_segment(self, node):
         """dequantize -> elementwise/flatten/max pool -> quantize: structural ops, then one code map."""
-        src = self.codes_node
+        src, pools = self.codes_node, []
         for n in self.segment:
             k = self.kind(n)
             if k in ("softmax", "log_softmax") or isinstance(k, (nn.Softmax, nn.LogSoftmax)):
                 raise QuantError(f"{self.label(n)}: softmax between quantized layers is not supported")
-            if isinstance(k, nn.MaxPool2d) or k == "max_pool2d":
-                self.chain.maxpool(n.name, *self.maxpool_geometry(n, k, src))
+            if is_maxpool(k):
+                pools.append(self.maxpool_geometry(n, k, src))
+                self.chain.maxpool(n.name, *pools[-1])
                 src = n
             elif isinstance(k, nn.Flatten) or k in SHAPE_FUNCS:
                 self.shape_op(n, src)
                 src = n
-        table = self.code_table([self.deq_node] + self.segment + [node], start=self.codes_node)
+        table = self.code_table([self.deq_node] + self.segment + [node], start=self.codes_node, pools=pools)
         self.chain.code_map(node.name, table, *self.out_code_info(node), rt_name=node.name)
         self.state, self.cur, self.segment = "codes", node, []
 
-    def code_table(self, nodes, start=None):
+    def code_table(self, nodes, start=None, pools=()):
         """The runtime's output code for each input code: `nodes` run on constant maps, then checked
-        to act element by element on random codes (in the memory format the model really has)."""
+        to act element by element on random codes (in the memory format the model really has), after
+        the max pools `pools` ((kernel, stride) each) among the nodes."""
         start = start or self.cur
         x = self.values[start]
         cmin, cmax = qrange(x)
@@ -264,6 +282,8 @@ class _Walk:
         table = out[:, 0]
         rand = np.random.default_rng(0).integers(cmin, cmax + 1, size=(4,) + tuple(x.shape[1:]))
         got = self.eval.run(nodes, {start: quantized(rand, x)})[nodes[-1]].int_repr().numpy().reshape(4, -1)
+        for ks, st in pools:
+            rand = common.maxpool_nchw(rand, ks, st)
         if not np.array_equal(got, table[rand.reshape(4, -1) - cmin]):
             raise QuantError(f"{self.label(nodes[-1])} does not act element by element on this model's "
                              f"{'channels-last ' if not x.is_contiguous() else ''}tensors with the "
@@ -283,7 +303,7 @@ class _Walk:
             self.tail = [self.deq_node] + self.segment
             for n in self.segment:
                 k = self.kind(n)
-                if isinstance(k, nn.MaxPool2d) or k == "max_pool2d":
+                if is_maxpool(k):
                     raise QuantError(f"{self.label(n)}: a float max pool after the last quantized layer is not "
                                      f"supported")
         self.output_node = single_output(node)

@@ -92,7 +92,7 @@ def _memories(kernel, family, first, lean=False) -> tuple[dict, list]:
 
     def cost(r):
         return (r.brams, r.luts + r.lone_ffs)
-    items = [("weights", {style: cost(costs.rom(mem, w, d, style)) for style in ("block", "logic")})]
+    items = [("weights", {style: cost(costs.rom(mem, w, d, style, st["rom_pieces"])) for style in ("block", "logic")})]
     bw, bd = st["buffer"][0], (u.slots * banks if u.passes > 1 else st["buffer"][1])
     small = "distributed" if family == "ecp5" else "logic"
     items.append(("ibuf", {style: cost(costs.ram(mem, bw, bd, style)) for style in ("block", small)}))
@@ -184,19 +184,23 @@ def fastest_fit(graph, board: str, margin: float | None = None):
     """(target_ii, folding, estimate) of the fastest folding the estimates say fits `board`, or None.
 
     Target II grows geometrically from 1 to the fully folded II, then bisects between the
-    last target that overflows and the first that fits.
+    last target that overflows and the first that fits. A board's `max_lanes` caps PE x SIMD per
+    layer (ECP5: wider layers did not route in reasonable time).
     """
     from qloom.hdl import folding as folding_mod
     if board not in BOARDS or board == "generic":
         raise SynthError(f"no capacity for board {board!r}; boards: icebreaker, ulx3s")
     cache = {}
 
+    max_lanes = BOARDS[board].get("max_lanes")
+
     def at(ii):
         if ii not in cache:
             for lean in (False, True):          # registers after every deep memory; else only where needed
                 f = board_folding(graph, board, ii, lean)
                 e = estimate_for(graph, f, board)
-                cache[ii] = (f, e, not fits(e, board, margin))
+                routable = max_lanes is None or max(v["pe"] * v.get("simd", 1) for v in f.values()) <= max_lanes
+                cache[ii] = (f, e, routable and not fits(e, board, margin))
                 if cache[ii][2]:
                     break
         return cache[ii]

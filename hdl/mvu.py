@@ -316,6 +316,21 @@ class MatrixVectorUnit(wiring.Component):
                      self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready)]
         return m
 
+    def _rom_pieces(self) -> int:
+        """Non-constant 16-word pieces over every bit of the stored weight words: what a LUT-ROM costs
+        (a LUT4 each; a constant piece costs none, e.g. mostly-zero weights)."""
+        stored_bip = self.kind in ("xnor", "select_x")
+        wbits = 1 if stored_bip else shape_for(self.weight.min(), self.weight.max()).width
+        words = self._words()
+        vals = (words > 0).astype(np.int64) if stored_bip else words & ((1 << wbits) - 1)
+        rows = vals.transpose(1, 0, 2).reshape(vals.shape[1], -1)          # stored word x (PE*SIMD)
+        if self.skip_zero:
+            rows = np.vstack([rows[self.nonzero], np.zeros((1, rows.shape[1]), np.int64)])
+        bits = np.concatenate([(rows >> b) & 1 for b in range(wbits)], axis=1)
+        bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
+        ones = bits.reshape(-1, 16, bits.shape[1]).sum(axis=1)
+        return int(((ones != 0) & (ones != 16)).sum())
+
     def structure(self) -> dict:
         """What elaborate() builds, counted (for the resource model): first-level values and their
         bits, adders and their result bits, registers, accumulator and memory sizes."""
@@ -359,7 +374,7 @@ class MatrixVectorUnit(wiring.Component):
             "adder_bits": adder_bits, "adders": adders, "pass_bits": pass_bits, "fix_bits": fix_bits,
             "acc_bits": PE * acc_w,
             "tree_levels": self.tree_levels,
-            "weights": (PE * SIMD * wbits, self.rom_depth), "starts": starts,
+            "weights": (PE * SIMD * wbits, self.rom_depth), "rom_pieces": self._rom_pieces(), "starts": starts,
             "zero_table": NF * SF if self.skip_zero else 0,
             "buffer": (SIMD * xbits, self.slots * self.banks),
             "mem_reg_bits": PE * SIMD * wbits * self.mem_reg + SIMD * xbits * self.mem_stages,

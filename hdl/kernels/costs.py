@@ -54,8 +54,9 @@ def c(mem: MemoryModel, key: str) -> float:
     return COST[family(mem)][key]
 
 
-def rom(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resources:
-    """A ROM with a synchronous read: block RAM ("block", or deep enough for Yosys) or LUTs."""
+def rom(mem: MemoryModel, width: int, depth: int, style: str | None, pieces: int | None = None) -> Resources:
+    """A ROM with a synchronous read: block RAM ("block", or deep enough for Yosys) or LUTs. pieces: the
+    LUT-ROM's non-constant 16-word pieces over all bits, when the contents are known (default: all)."""
     r = Resources()
     if width <= 0 or depth <= 0:
         return r
@@ -67,7 +68,9 @@ def rom(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resource
     # LUT-ROM: one LUT4 per 16 words and output bit, and the muxes between them (ABC shares them in
     # deep ROMs), and the read register
     blocks = math.ceil(depth / c(mem, "rom_lut_bits"))
-    r.luts = width * (blocks + (blocks - 1) * (0.9 if blocks <= 16 else 0.2))
+    if pieces is None:
+        pieces = width * blocks
+    r.luts = pieces + max(0, pieces - width) * (0.9 if blocks <= 16 else 0.2)
     r.ffs = width
     return r
 

@@ -334,6 +334,28 @@ def test_three_level_lut_rom(wkind, xt, n, k):
     assert t_out[0] - t_in[0] == dut.latency
     assert (np.array(streams.from_beats(acc, got, 1)).reshape(2, n) == reference.run(g, x)).all()
 
+
+def test_lut_rom_cost_counts_nonconstant_pieces():
+    """A LUT-ROM's estimate counts the non-constant 16-word pieces of the stored bits: dense random
+    weights cost what the content-blind model says, mostly-zero weights far less."""
+    from qloom.hdl.kernels import EBR, costs
+    rng = np.random.default_rng(3)
+    dense, wt = make_weights(rng, "bipolar", 8, 256)
+    u = MatrixVectorUnit(dense, wt, ir.Bipolar, ir.Int(10, True), 1, 2, rom_style="logic")
+    width, depth = u.structure()["weights"]
+    full = width * -(-depth // 16)
+    assert u.structure()["rom_pieces"] == full
+    assert costs.rom(EBR, width, depth, "logic").luts == costs.rom(EBR, width, depth, "logic", full).luts
+    sparse = np.where(rng.random((8, 256)) < 0.97, 0, rng.choice([-1, 1], (8, 256)))
+    s = MatrixVectorUnit(sparse, ir.Int(2, True), ir.Int(3, True), ir.Int(12, True), 1, 2, rom_style="logic")
+    w2, d2 = s.structure()["weights"]
+    pieces = s.structure()["rom_pieces"]
+    assert 0 < pieces < w2 * -(-d2 // 16) // 2
+    assert costs.rom(EBR, w2, d2, "logic", pieces).luts < costs.rom(EBR, w2, d2, "logic").luts / 2
+    zero = MatrixVectorUnit(np.zeros((8, 256), int), ir.Int(2, True), ir.Int(3, True), ir.Int(12, True), 1, 2,
+                            rom_style="logic")
+    assert zero.structure()["rom_pieces"] == 0
+
 def _grouped(rng, wkind, n, k, groups, anti=False):
     """A grouped conv's matrix: block-diagonal (or anti-diagonal: the first word is zero) with random
     weights in the blocks, zeros outside."""

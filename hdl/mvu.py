@@ -301,8 +301,11 @@ class MatrixVectorUnit(wiring.Component):
         m.submodules.out = q = fifo.SyncFIFO(width=out_layout.size, depth=2)
         starts = self._starts(m, init, acc_shape, valid & last & adv)
         acc_valid_nxt = Mux(adv, valid & last, acc_valid)
-        level_nxt = q.level + (q.w_en & q.w_rdy) - (q.r_en & q.r_rdy)
-        m.d.sync += [acc_valid.eq(acc_valid_nxt), adv.eq(~acc_valid_nxt | (level_nxt < q.depth))]
+        # the FIFO is full next cycle: full and not read, or one short, written and not read (as logic,
+        # not the level's adder: the next stage's ready comes through here)
+        wr, rd = q.w_en & q.w_rdy, q.r_en & q.r_rdy
+        full_nxt = ~rd & ((q.level == q.depth) | ((q.level == q.depth - 1) & wr))
+        m.d.sync += [acc_valid.eq(acc_valid_nxt), adv.eq(~acc_valid_nxt | ~full_nxt)]
         with m.If(adv):
             with m.If(valid):
                 for p, acc in enumerate(accs):

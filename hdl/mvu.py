@@ -70,8 +70,8 @@ class MatrixVectorUnit(wiring.Component):
     skip_zero: store only the words that are not all zero (+ one zero word) when at least half are
       (a grouped conv's block-diagonal matrix; the conv kernel asks for it when groups > 1).
     mem_reg: one more register after the memory reads (the block RAM output register); a LUT-ROM
-      (rom_style "logic") of 33 to 256 words then reads in two registered levels: 16-word
-      pieces of one LUT4 per bit, then the piece select.
+      (rom_style "logic") deeper than 32 words then reads in registered levels: 16-word pieces
+      of one LUT4 per bit, then a 16:1 piece select per 4 more address bits.
     """
 
     def __init__(self, weight, wtype, in_type, acc_type, pe, simd, rom_style=None, *, thresholds=None,
@@ -97,6 +97,9 @@ class MatrixVectorUnit(wiring.Component):
         self.split_rom = self.mem_reg and rom_style == "logic" and self.rom_depth > 32
         self.rom_levels = ((max(self.rom_depth - 1, 1).bit_length() - 1) // 4) if self.split_rom else 0
         self.kind = lane_kind(wtype, in_type, self.weight)
+        # the stored weight element: a bit for bipolar weights, else the narrowest Int of the values
+        self.wshape = unsigned(1) if self.kind in ("xnor", "select_x") else \
+            shape_for(self.weight.min(), self.weight.max())
         self.thresholds = None
         if thresholds is not None:
             t = np.asarray(thresholds, dtype=np.int64).reshape(-1)
@@ -193,9 +196,6 @@ class MatrixVectorUnit(wiring.Component):
         PE, SIMD, NF, SF = self.pe, self.simd, self.nf, self.sf
         kind = self.kind
         words = self._words()
-        wvals = set(np.unique(self.weight).tolist())
-        stored_bip = kind in ("xnor", "select_x")
-        wshape = unsigned(1) if stored_bip else shape_for(min(wvals), max(wvals))
         x_lo, x_hi = self.in_type.min, self.in_type.max
 
         # global stall: every stage moves unless a finished result waits for the output FIFO. A register
@@ -222,11 +222,8 @@ class MatrixVectorUnit(wiring.Component):
         raddr = self._stored_address(m, addr, buf.issue) if self.skip_zero else addr
 
         # ---- read: one weight memory, PE*SIMD weights a word; the buffer's beat arrives with it
-        wlayout = data.ArrayLayout(data.ArrayLayout(wshape, SIMD), PE)
-        init = (words > 0).astype(int) if stored_bip else words
-        rows = [[[int(v) for v in init[p, a]] for p in range(PE)] for a in range(NF * SF)]
-        if self.skip_zero:
-            rows = [r for r, keep in zip(rows, self.nonzero) if keep] + [[[0] * SIMD] * PE]
+        wlayout = data.ArrayLayout(data.ArrayLayout(self.wshape, SIMD), PE)
+        rows = self._stored_rows().tolist()
         first = stage(sf == 0, "first_r")
         last = stage(sf == SF - 1, "last_r")
         valid, x = buf.o.valid, buf.o.payload
@@ -319,16 +316,22 @@ class MatrixVectorUnit(wiring.Component):
                      self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready)]
         return m
 
+    def _stored_rows(self) -> np.ndarray:
+        """The weight memory's contents, (stored word, PE, SIMD): bipolar weights as bits; with skip_zero
+        only the words that are not all zero, then one zero word."""
+        words = self._words()
+        vals = (words > 0).astype(np.int64) if self.kind in ("xnor", "select_x") else words
+        rows = vals.transpose(1, 0, 2)
+        if self.skip_zero:
+            rows = np.concatenate([rows[self.nonzero], np.zeros((1,) + rows.shape[1:], np.int64)])
+        return rows
+
     def _rom_pieces(self) -> int:
         """Non-constant 16-word pieces over every bit of the stored weight words: what a LUT-ROM costs
         (a LUT4 each; a constant piece costs none, e.g. mostly-zero weights)."""
-        stored_bip = self.kind in ("xnor", "select_x")
-        wbits = 1 if stored_bip else shape_for(self.weight.min(), self.weight.max()).width
-        words = self._words()
-        vals = (words > 0).astype(np.int64) if stored_bip else words & ((1 << wbits) - 1)
-        rows = vals.transpose(1, 0, 2).reshape(vals.shape[1], -1)          # stored word x (PE*SIMD)
-        if self.skip_zero:
-            rows = np.vstack([rows[self.nonzero], np.zeros((1, rows.shape[1]), np.int64)])
+        wbits = self.wshape.width
+        rows = self._stored_rows()
+        rows = (rows & ((1 << wbits) - 1)).reshape(len(rows), -1)          # stored word x (PE*SIMD), two's compl.
         bits = np.concatenate([(rows >> b) & 1 for b in range(wbits)], axis=1)
         bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
         ones = bits.reshape(-1, 16, bits.shape[1]).sum(axis=1)
@@ -340,7 +343,7 @@ class MatrixVectorUnit(wiring.Component):
         PE, SIMD, NF, SF = self.pe, self.simd, self.nf, self.sf
         words = self._words()
         x_lo, x_hi = self.in_type.min, self.in_type.max
-        wbits = 1 if self.kind in ("xnor", "select_x") else shape_for(self.weight.min(), self.weight.max()).width
+        wbits = self.wshape.width
         xbits = streams.elem_shape(self.in_type).width
         first_bits = adders = adder_bits = 0
         trees = [lane_bounds(self.kind, words[p], x_lo, x_hi) for p in range(PE)]

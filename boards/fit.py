@@ -180,6 +180,11 @@ def _mvu_stage(k, node, types, f, absorb):
     return stages[-1]
 
 
+def widest_layer(folding: dict) -> int:
+    """The most lanes (PE x SIMD) of any layer of a folding."""
+    return max((v["pe"] * v.get("simd", 1) for v in folding.values()), default=0)
+
+
 def fastest_fit(graph, board: str, margin: float | None = None):
     """(target_ii, folding, estimate) of the fastest folding the estimates say fits `board`, or None.
 
@@ -199,7 +204,7 @@ def fastest_fit(graph, board: str, margin: float | None = None):
             for lean in (False, True):          # registers after every deep memory; else only where needed
                 f = board_folding(graph, board, ii, lean)
                 e = estimate_for(graph, f, board)
-                routable = max_lanes is None or max(v["pe"] * v.get("simd", 1) for v in f.values()) <= max_lanes
+                routable = max_lanes is None or widest_layer(f) <= max_lanes
                 cache[ii] = (f, e, routable and not fits(e, board, margin))
                 if cache[ii][2]:
                     break

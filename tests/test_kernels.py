@@ -90,17 +90,14 @@ class NegateUnit(wiring.Component):
 def test_a_new_operator_needs_only_its_node_reference_kernel_and_component(monkeypatch):
     monkeypatch.setitem(reference.OPS, Negate, lambda node, x, t: -x)
 
+    @register(Negate, kind="negate")
     class NegateKernel(ElementwiseKernel):
-        node_types = (Negate,)
-        kind = "negate"
-
         def build(self):
             return NegateUnit(self.in_type.dtype, self.out_type.dtype, self.in_n)
 
         def resources(self, mem):
             return Resources(luts=self.in_n * self.out_type.dtype.bits, ffs=self.in_n * self.out_type.dtype.bits)
 
-    register(NegateKernel)
     try:
         g = _mlp()
         g.nodes.insert(2, Negate("neg", ["y0"], "n0"))

@@ -255,27 +255,19 @@ SPECIALISED: list = []      # kernels for a subset of a node type's nodes (`acce
 
 def register(*node_types, kind=None):
     """Class decorator, `@register(ir.Add, kind="add")`: the kernel computes those IR node types and
-    is called `kind` in plans and reports. `register(cls)` takes a class that sets `node_types` and
-    `kind` itself. A kernel that defines `accepts(node)` takes only the nodes it accepts (e.g.
-    depthwise convs) and is asked before the kernel registered for the whole type."""
-    if len(node_types) == 1 and isinstance(node_types[0], type) and issubclass(node_types[0], Kernel):
-        return _add_to_registry(node_types[0])
-
+    is called `kind` in plans and reports. A kernel that defines `accepts(node)` takes only the nodes
+    it accepts (e.g. depthwise convs) and is asked before the kernel registered for the whole type."""
     def decorate(cls):
         cls.node_types = node_types
         if kind is not None:
             cls.kind = kind
-        return _add_to_registry(cls)
-    return decorate
-
-
-def _add_to_registry(cls):
-    if "accepts" in vars(cls):
-        SPECIALISED.append(cls)
+        if "accepts" in vars(cls):
+            SPECIALISED.append(cls)
+        else:
+            for t in node_types:
+                REGISTRY[t] = cls
         return cls
-    for t in cls.node_types:
-        REGISTRY[t] = cls
-    return cls
+    return decorate
 
 
 def kernel_for(node) -> type | None:

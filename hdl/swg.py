@@ -14,8 +14,10 @@ pixel the emitter is on:
         needs the whole frame, so frames stay in step);
   free: the first pixel of the frame that it or a later output pixel may still read.
 The emitter starts a pixel when written >= need; the input is accepted while
-written < free + depth, so it never overwrites what is still to be read.
-Padding is generated, never stored.
+written < free + depth (a register too), so it never overwrites what is still to
+be read. The next pixel's values come from small per-row and per-column step
+tables and one adder (no multiplier: on ECP5 one had taken two DSPs per generator
+and was the critical path). Padding is generated, never stored.
 
 Timing: one output beat per cycle whenever the needed input is there, one input
 beat per cycle whenever there is room. `depth` is the least ring size with which
@@ -29,7 +31,7 @@ completes its window (the first input pixel, for a window all in the top padding
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,8 +48,12 @@ def _pair(v, name):
 
 
 
-def _clip(x, lo, hi):
-    return Mux(x < lo, lo, Mux(x > hi, hi, x))
+def _table(values, index):
+    """values[index] for a list of constants (a LUT lookup)."""
+    values = [int(v) for v in values]
+    if len(values) == 1 or len(set(values)) == 1:
+        return Const(values[0], range(min(values), max(values) + 1))
+    return Array(Const(v, range(min(values), max(values) + 1)) for v in values)[index]
 
 
 class SlidingWindowGenerator(wiring.Component):
@@ -105,18 +111,44 @@ class SlidingWindowGenerator(wiring.Component):
 
     def _need_free(self, r0, c0):
         """need and free (in pixels, frame-relative) of the output pixels whose window
-        starts at (r0, c0) in unpadded coordinates; numpy arrays or Amaranth values."""
+        starts at (r0, c0) in unpadded coordinates (numpy arrays)."""
         (H, W, _), (KH, KW) = self.in_shape, self.kernel
-        if isinstance(r0, np.ndarray):
-            where, clip = np.where, np.clip
-            r0, c0 = np.broadcast_arrays(r0, c0)
-        else:
-            where, clip = Mux, _clip
+        where, clip = np.where, np.clip
+        r0, c0 = np.broadcast_arrays(r0, c0)
         r1 = r0 + KH - 1                                     # the window's last row
         # at least one pixel, so that no frame starts before its input does
         need = where(r1 < 0, 1, clip(r1, 0, H - 1) * W + clip(c0 + KW, 1, W))
         free = where(r0 < 0, 0, where(r0 >= H, H * W, clip(r0, 0, H - 1) * W + clip(c0, 0, W)))
         return need, free
+
+    def _next_need_cap(self, m, current, oi, oj, last_ow, step):
+        """The next output pixel's need and free + depth (beats), from their registers `current`
+        and the pixel's row oi and column oj. Both are a row term plus a column term (or constant
+        on rows in the padding), so the next value is the current one plus a per-column step
+        along a row, and the row's first value (a register, `base`) plus a per-row step at the
+        row's end: small constant tables and one adder, no multiplier."""
+        OH, OW = self.oh, self.ow
+        out = []
+        for t, cur in zip((self._need.reshape(OH, OW), self._free.reshape(OH, OW) + self.depth), current):
+            last = int(t[-1, -1])                       # the frame's last pixel (need: the whole frame)
+            body = t.astype(np.int64).copy()
+            body[-1, -1] = body[-1, -2] if OW > 1 else body[-1, -1]     # the last pixel comes from `pen`
+            const = [bool((body[i] == body[i, 0]).all()) for i in range(OH)]
+            rows = [i for i in range(OH) if not const[i]]
+            col = body[rows[0]] - body[rows[0], 0] if rows else np.zeros(OW, np.int64)
+            for i in range(OH):
+                for j in range(OW - (i == OH - 1)):
+                    assert const[i] or body[i, j] == body[i, 0] + col[j], "need/free are not row + column"
+            row0 = [int(body[i, 0]) for i in range(OH)]        # = t[i, 0]
+            base = Signal(range(min(row0), max(row0) + 1), init=row0[0])
+            konst = Signal(init=const[0])
+            nxt = base + _table([row0[(i + 1) % OH] - row0[i] for i in range(OH)], oi)   # (oi + 1, 0)
+            with m.If(step & last_ow):
+                m.d.sync += [base.eq(nxt), konst.eq(_table(const[1:] + const[:1], oi))]
+            along = cur + Mux(konst, 0, _table([int(col[j + 1] - col[j]) for j in range(OW - 1)] + [0], oj))
+            pen = (oi == OH - 1) & (oj == OW - 2) if OW > 1 else Const(0)
+            out.append(Mux(last_ow, nxt, Mux(pen, last, along)))
+        return out
 
     def _least_depth(self, need, free):
         """The least ring size (beats) with which back-to-back frames take `pair_cycles` each.
@@ -210,11 +242,11 @@ class SlidingWindowGenerator(wiring.Component):
         need0, free0 = self._start
         written = Signal(range(HWCF + N + 1))   # beats written, counted from the emitter's frame start
         need = Signal(range(HWCF + 1), init=need0 * CF)
-        free = Signal(range(HWCF + 1), init=free0 * CF)
+        cap = Signal(range(HWCF + N + 1), init=free0 * CF + N)      # the pixel's free + N
         wa = Signal(range(N))
         take = Signal()
         m.d.comb += [
-            self.i.ready.eq(written < free + N),
+            self.i.ready.eq(written < cap),
             take.eq(self.i.valid & self.i.ready),
             wr.addr.eq(wa), wr.data.eq(self.i.payload), wr.en.eq(take),
         ]
@@ -229,18 +261,20 @@ class SlidingWindowGenerator(wiring.Component):
         cf, kw, kh = Signal(range(CF)), Signal(range(KW)), Signal(range(KH))
         r0 = Signal(range(-PH, r0_last + 1), init=-PH)     # window origin in unpadded coordinates
         c0 = Signal(range(-PW, c0_last + 1), init=-PW)
+        oi, oj = Signal(range(self.oh)), Signal(range(self.ow))   # the output pixel's row and column
         origin = -(PH * W + PW) * CF % N
         a, a_k, a_w, a_o = (Signal(range(N), init=origin, name=n) for n in ("a", "a_k", "a_w", "a_o"))
 
         last_cf, last_kw, last_kh = cf == CF - 1, kw == KW - 1, kh == KH - 1
-        last_ow, last_oh = c0 == c0_last, r0 == r0_last
-        # the next window origin, and its need and free
+        last_ow, last_oh = oj == self.ow - 1, oi == self.oh - 1
+        # the next window origin; its need and free (+ N: the writer's bound) are table lookups
+        # from the current pixel's row and column, so no multiplier sits between counters
         r0n = Mux(last_ow, Mux(last_oh, -PH, r0 + SH), r0)
         c0n = Mux(last_ow, -PW, c0 + SW)
         a_on = Mux(last_ow, Mux(last_oh, add(a_o, (H - PH - r0_last) * WCF), add(a_o, SH * WCF)), a_o)
         a_wn = Mux(last_ow, a_on, add(a_w, SW * CF))
-        need_n, free_n = self._need_free(r0n, c0n)
-        need_n = Mux((r0n == r0_last) & (c0n == c0_last), H * W, need_n)
+        step = issue & last_cf & last_kw & last_kh            # to the next output pixel
+        need_n, cap_n = self._next_need_cap(m, (need, cap), oi, oj, last_ow, step)
 
         with m.If(issue):
             with m.If(~(last_cf & last_kw)):                  # along a kernel row: consecutive beats
@@ -249,9 +283,10 @@ class SlidingWindowGenerator(wiring.Component):
                 m.d.sync += [cf.eq(0), kw.eq(0), kh.eq(kh + 1), a_k.eq(add(a_k, WCF)), a.eq(add(a_k, WCF))]
             with m.Else():                                    # next output pixel (row, frame)
                 m.d.sync += [cf.eq(0), kw.eq(0), kh.eq(0), r0.eq(r0n), c0.eq(c0n),
+                             oj.eq(Mux(last_ow, 0, oj + 1)), oi.eq(Mux(last_ow, Mux(last_oh, 0, oi + 1), oi)),
                              a_o.eq(a_on), a_w.eq(a_wn), a_k.eq(a_wn), a.eq(a_wn),
-                             need.eq(need_n * CF), free.eq(free_n * CF)]
-        frame_done = issue & last_cf & last_kw & last_kh & last_ow & last_oh
+                             need.eq(need_n), cap.eq(cap_n)]
+        frame_done = step & last_ow & last_oh
         m.d.sync += written.eq(written + take - Mux(frame_done, HWCF, 0))
 
         # ---- output stage: the ring's registered read, or the padding value.

@@ -92,7 +92,8 @@ def _memories(kernel, family, first, lean=False) -> tuple[dict, list]:
 
     def cost(r):
         return (r.brams, r.luts + r.lone_ffs)
-    items = [("weights", {style: cost(costs.rom(mem, w, d, style, st["rom_pieces"])) for style in ("block", "logic")})]
+    items = [("weights", {style: cost(costs.rom(mem, w, d, style, st["rom_pieces"], st["rom_live_bits"]))
+                          for style in ("block", "logic")})]
     bw, bd = st["buffer"][0], (u.slots * banks if u.passes > 1 else st["buffer"][1])
     small = "distributed" if family == "ecp5" else "logic"
     items.append(("ibuf", {style: cost(costs.ram(mem, bw, bd, style)) for style in ("block", small)}))

@@ -356,6 +356,54 @@ def test_lut_rom_cost_counts_nonconstant_pieces():
                             rom_style="logic")
     assert zero.structure()["rom_pieces"] == 0
 
+def _few_valued(rng, n, k):
+    """int4 weights that only take 1 and 5 (0b001, 0b101): one stored bit column per weight varies."""
+    return np.where(rng.random((n, k)) < 0.5, 1, 5)
+
+
+def test_block_rom_cost_counts_live_bit_columns():
+    """A block-RAM ROM's estimate counts only the bit columns that are not constant over the stored
+    words (Yosys drops the others before mapping): int4 weights in {1, 5} keep one bit in three or four."""
+    from qloom.hdl.kernels import DP16KD, EBR, costs
+    rng = np.random.default_rng(5)
+    u = MatrixVectorUnit(_few_valued(rng, 64, 128), ir.Int(4, True), ir.Int(2, False), ir.Int(12, True), 8, 16,
+                         rom_style="block")
+    st = u.structure()
+    width, depth = st["weights"]
+    assert width >= 3 * 128 and st["rom_live_bits"] == 128
+    for mem in (EBR, DP16KD):
+        assert costs.rom(mem, width, depth, "block", live_bits=st["rom_live_bits"]).brams == mem.blocks(128, depth)
+        assert costs.rom(mem, width, depth, "block").brams == mem.blocks(width, depth)
+    dense = MatrixVectorUnit(rng.integers(-8, 8, (64, 128)), ir.Int(4, True), ir.Int(2, False), ir.Int(12, True),
+                             8, 16, rom_style="block")
+    assert dense.structure()["rom_live_bits"] == 512
+
+
+@pytest.mark.slow
+def test_block_rom_live_bits_match_yosys(tmp_path):
+    """Real Yosys (synth_ecp5) maps the {1, 5}-valued int4 weight ROM to the DP16KDs the estimate says."""
+    import json
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from qloom.boards.flow import tool_env
+    from qloom.hdl.kernels import DP16KD, costs
+    rng = np.random.default_rng(5)
+    u = MatrixVectorUnit(_few_valued(rng, 64, 128), ir.Int(4, True), ir.Int(2, False), ir.Int(12, True), 8, 16,
+                         rom_style="block")
+    st = u.structure()
+    (tmp_path / "top.il").write_text(rtlil.convert(u, name="top", emit_src=False))
+    (tmp_path / "s.ys").write_text("read_rtlil top.il\nsynth_ecp5 -top top\ntee -q -o stat.json stat -json\n")
+    env = tool_env()
+    subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "s.ys"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    cells = json.loads((tmp_path / "stat.json").read_text())["design"]["num_cells_by_type"]
+    want = costs.rom(DP16KD, *st["weights"], "block", live_bits=st["rom_live_bits"]).brams
+    assert want < costs.rom(DP16KD, *st["weights"], "block").brams
+    assert cells.get("DP16KD", 0) == want + costs.ram(DP16KD, *st["buffer"], None).brams
+
+
 def _grouped(rng, wkind, n, k, groups, anti=False):
     """A grouped conv's matrix: block-diagonal (or anti-diagonal: the first word is zero) with random
     weights in the blocks, zeros outside."""

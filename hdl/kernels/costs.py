@@ -40,12 +40,13 @@ COST = {
         rom_lut_bits=16.0,    # LUT-ROM: bits of one LUT4 (depth <= 16)
         ram_collision=1.0,    # block RAM with a write port: bypass LUT per data bit (Yosys' emulation)
         ram_collision_ff=1.0,
+        fifo_abit=7.0,        # lib.fifo.SyncFIFOBuffered's pointers and levels, per address bit
     ),
     "ecp5": dict(
         # adder_bit 1.0: a CCU2C (2 LUT4) adds 2 bits; 0.7 left the bench MLPs 7-23% low, 1.0 gives 2-16%
         xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.0, acc_bit=2.0, fix_bit=1.0,
         control=60.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
-        ram_collision_ff=1.0,
+        ram_collision_ff=1.0, fifo_abit=10.0,
     ),
 }
 COST["generic"] = COST["ice40"]
@@ -55,13 +56,16 @@ def c(mem: MemoryModel, key: str) -> float:
     return COST[family(mem)][key]
 
 
-def rom(mem: MemoryModel, width: int, depth: int, style: str | None, pieces: int | None = None) -> Resources:
-    """A ROM with a synchronous read: block RAM ("block", or deep enough for Yosys) or LUTs. pieces: the
-    LUT-ROM's non-constant 16-word pieces over all bits, when the contents are known (default: all)."""
+def rom(mem: MemoryModel, width: int, depth: int, style: str | None, pieces: int | None = None,
+        live_bits: int | None = None) -> Resources:
+    """A ROM with a synchronous read: block RAM ("block", or deep enough for Yosys) or LUTs. When the
+    contents are known: pieces, the LUT-ROM's non-constant 16-word pieces over all bits; live_bits, the
+    bit columns that are not constant (Yosys drops the others before mapping block RAM). Default: all."""
     r = Resources()
     if width <= 0 or depth <= 0:
         return r
     if style == "block" or (style is None and depth >= 128):
+        width = width if live_bits is None else live_bits
         r.brams = mem.blocks(width, depth)
         rows = r.brams // max(1, math.ceil(width / max(w for w, _ in mem.configs)))
         r.luts = width * max(0, rows - 1) * c(mem, "bank_mux")
@@ -84,8 +88,9 @@ def ram(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resource
     fam = family(mem)
     bits = width * depth
     if style is None:   # Yosys' choice: block RAM when cheaper than flip-flops (cost 64 per EBR on iCE40)
-        if fam == "ecp5":
-            style = "distributed" if depth <= 16 or bits < 512 else "block"
+        if fam == "ecp5":       # memory_libmap's costs: 4 per 16x4 LUT-RAM, 128 per DP16KD
+            lutrams = math.ceil(width / 4) * math.ceil(depth / 16)
+            style = "distributed" if 4 * lutrams <= 128 * mem.blocks(width, depth) else "block"
         else:
             style = "block" if 64 * mem.blocks(width, depth) < bits else "logic"
     if style == "block":
@@ -94,7 +99,8 @@ def ram(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resource
         r.ffs = width * c(mem, "ram_collision_ff")
         r.lone_ffs = r.ffs
     elif style == "distributed" and fam == "ecp5":
-        r.luts = width * math.ceil(depth / 16) * 0.5 + 8       # DPR16X4: 16 x 4 bits in two LUT4s' room
+        # DPR16X4: 16 x 4 bits in two LUT4s' room; deeper than 16 words, a read mux between them
+        r.luts = width * math.ceil(depth / 16) * 0.5 + width * (math.ceil(depth / 16) - 1) + 8
         r.ffs = width
     else:               # flip-flops and a read mux (depth - 1 2:1 muxes per bit)
         r.ffs = bits + width

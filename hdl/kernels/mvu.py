@@ -213,7 +213,8 @@ class MVUKernel(NodeKernel):
         w_reg_lone = st["mem_reg_bits"] - (st["weights"][0] if st["split_rom_bits"] else 0)
         r.lone_ffs += w_reg_lone + st["tags"] + st["pass_bits"] + st["adders"] * costs.c(mem, "carry_out_lone")
         e = self.extra
-        for part in (costs.rom(mem, *st["weights"], e.get("weights", self.default_rom_style()), st["rom_pieces"]),
+        for part in (costs.rom(mem, *st["weights"], e.get("weights", self.default_rom_style()), st["rom_pieces"],
+                               st["rom_live_bits"]),
                      costs.ram(mem, *st["buffer"], e.get("ibuf")),
                      costs.rom(mem, *(st["starts"] or (0, 0)), "logic")):
             r.luts += part.luts

@@ -42,12 +42,20 @@ class FIFOKernel(Kernel):
         return StreamFIFO(streams.beat_layout(self.in_type.dtype, self.in_n), self.depth)
 
     def resources(self, mem):
-        """lib.fifo's memory as Yosys maps it (costs.ram), its output register and pointers."""
+        """lib.fifo's memory as Yosys maps it (costs.ram), its output register and pointers (fitted
+        to Yosys on FIFOs of 1-128 bits x 4-1100 beats: docs/hardware.md)."""
         from . import costs
         width = self.in_type.dtype.bits * self.in_n
+        if self.depth <= 2:                     # lib.fifo.SyncFIFO: ECP5 LUT-RAM, iCE40 registers and a mux
+            if costs.family(mem) == "ecp5":
+                return Resources(luts=0.5 * width + 9, ffs=4)
+            return Resources(luts=width + 12, ffs=2 * width + 4, lone_ffs=2 * width)
+        abits = max(1, (self.depth - 1).bit_length())
         r = costs.ram(mem, width, self.depth, None)
-        r.ffs += width + 16
-        r.luts += 16
+        r.ffs += width + 4 * abits + 5
+        r.luts += max(0.0, costs.c(mem, "fifo_abit") * abits - 8)
+        if costs.family(mem) == "ecp5" and r.brams:
+            r.luts += width                     # the output register's bypass (on iCE40: ram_collision)
         return r
 
 

@@ -1,0 +1,41 @@
+# amaranth: UnusedElaboratable=no
+"""The FIFO stage's resource model against real Yosys (synth_ice40 -dsp / synth_ecp5), per family.
+
+The model (hdl/kernels/plumbing.FIFOKernel.resources, costs.ram) was fitted to Yosys on FIFOs of
+1-128 bits x 2-1100 beats; here other widths and depths, so a change in lib.fifo or in the tools
+that moves the counts shows up. Slow: one Yosys run per case.
+"""
+import json
+import subprocess
+
+import pytest
+from amaranth.back import rtlil
+
+from qloom.boards.flow import tool_env
+from qloom.boards.targets import BOARDS
+from qloom.compiler import ir
+from qloom.hdl.kernels.plumbing import FIFOKernel
+
+SYNTH = {"ice40": ("icebreaker", "synth_ice40 -dsp"), "ecp5": ("ulx3s", "synth_ecp5")}
+
+
+def yosys_counts(component, family, d):
+    (d / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
+    (d / "s.ys").write_text(f"read_rtlil top.il\n{SYNTH[family][1]} -top top\ntee -q -o stat.json stat -json\n")
+    env = tool_env()
+    subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "s.ys"], cwd=d, env=env, check=True, capture_output=True)
+    c = json.loads((d / "stat.json").read_text())["design"]["num_cells_by_type"]
+    luts = c.get("SB_LUT4", 0) + c.get("LUT4", 0) + 2 * c.get("CCU2C", 0) + 2 * c.get("TRELLIS_DPR16X4", 0)
+    return luts, c.get("SB_RAM40_4K", 0) + c.get("DP16KD", 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+@pytest.mark.parametrize("bits,n,depth", [(1, 6, 3), (2, 16, 90), (1, 24, 300), (4, 2, 700), (8, 4, 2)])
+def test_fifo_estimate_within_25_percent_of_yosys(tmp_path, family, bits, n, depth):
+    t = ir.TensorType((n * 4,), ir.Int(bits, False))
+    k = FIFOKernel("f", None, t, t, n, n, {"depth": depth})
+    est = k.resources(BOARDS[SYNTH[family][0]]["memory"])
+    luts, brams = yosys_counts(k.build(), family, tmp_path)
+    assert brams == est.brams, f"{family} {bits * n} bits x {depth}: {brams} block RAMs, estimated {est.brams}"
+    assert abs(est.luts - luts) <= max(8, 0.25 * luts), f"{family} {bits * n} x {depth}: {luts} LUT4, est {est.luts}"

@@ -41,12 +41,13 @@ COST = {
         ram_collision=1.0,    # block RAM with a write port: bypass LUT per data bit (Yosys' emulation)
         ram_collision_ff=1.0,
         fifo_abit=7.0,        # lib.fifo.SyncFIFOBuffered's pointers and levels, per address bit
+        swg=(5.0, 14.0, 16.0),  # window generator: base, per ring address bit, per bit of OH and OW
     ),
     "ecp5": dict(
         # adder_bit 1.0: a CCU2C (2 LUT4) adds 2 bits; 0.7 left the bench MLPs 7-23% low, 1.0 gives 2-16%
         xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.0, acc_bit=2.0, fix_bit=1.0,
         control=60.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
-        ram_collision_ff=1.0, fifo_abit=10.0,
+        ram_collision_ff=1.0, fifo_abit=10.0, swg=(-154.0, 35.0, 24.0),
     ),
 }
 COST["generic"] = COST["ice40"]
@@ -88,9 +89,9 @@ def ram(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resource
     fam = family(mem)
     bits = width * depth
     if style is None:   # Yosys' choice: block RAM when cheaper than flip-flops (cost 64 per EBR on iCE40)
-        if fam == "ecp5":       # memory_libmap's costs: 4 per 16x4 LUT-RAM, 128 per DP16KD
-            lutrams = math.ceil(width / 4) * math.ceil(depth / 16)
-            style = "distributed" if 4 * lutrams <= 128 * mem.blocks(width, depth) else "block"
+        if fam == "ecp5":       # LUT-RAM while under ~24.6 16x4 LUT-RAMs per DP16KD it saves (Yosys 0.70 on
+            lutrams = math.ceil(width / 4) * math.ceil(depth / 16)      # 30 memories: 24 went LUT, 25 block)
+            style = "distributed" if lutrams < 24.6 * mem.blocks(width, depth) else "block"
         else:
             style = "block" if 64 * mem.blocks(width, depth) < bits else "logic"
     if style == "block":

@@ -45,8 +45,16 @@ class SWGKernel(Kernel):
         return self.unit._need[np.asarray(j) // (self.out_type.shape[-1] // self.out_n)]
 
     def resources(self, mem):
+        """The ring (costs.ram, as Yosys maps it) and the counters: ring addresses (per address bit) and
+        the output pixel's row/column and step tables (per bit of OH and OW); fitted to Yosys on 40
+        generators per family, 1x1 to 5x5 kernels, 1-512-bit beats (docs/hardware.md)."""
+        u = self.unit
         width = self.in_n * self.in_type.dtype.bits
-        r = Resources(luts=60 + 2 * width, ffs=60 + 2 * width, depth=2)
-        ring = costs.ram(mem, width, self.unit.depth, None)          # the ring, as Yosys maps it
+        ring_bits = (u.depth - 1).bit_length()
+        pixel_bits = (u.oh - 1).bit_length() + (u.ow - 1).bit_length()
+        base, per_ring, per_pixel = costs.c(mem, "swg")
+        r = Resources(luts=max(width, base + width + per_ring * ring_bits + per_pixel * pixel_bits),
+                      ffs=max(width, width - 14 + 9 * ring_bits + 6 * pixel_bits), depth=2)
+        ring = costs.ram(mem, width, u.depth, None)
         r.brams, r.luts, r.ffs, r.lone_ffs = ring.brams, r.luts + ring.luts, r.ffs + ring.ffs, ring.lone_ffs
         return r

@@ -1,13 +1,15 @@
 # amaranth: UnusedElaboratable=no
-"""The FIFO stage's resource model against real Yosys (synth_ice40 -dsp / synth_ecp5), per family.
+"""The FIFO and window-generator stages' resource models against real Yosys (synth_ice40 -dsp /
+synth_ecp5), per family.
 
-The model (hdl/kernels/plumbing.FIFOKernel.resources, costs.ram) was fitted to Yosys on FIFOs of
-1-128 bits x 2-1100 beats; here other widths and depths, so a change in lib.fifo or in the tools
-that moves the counts shows up. Slow: one Yosys run per case.
+The models (FIFOKernel.resources, SWGKernel.resources, costs.ram) were fitted to Yosys on FIFOs of
+1-128 bits x 2-1100 beats and on 40 generators; here other shapes, so a change in the gateware or
+in the tools that moves the counts shows up. Slow: one Yosys run per case.
 """
 import json
 import subprocess
 
+import numpy as np
 import pytest
 from amaranth.back import rtlil
 
@@ -15,6 +17,7 @@ from qloom.boards.flow import tool_env
 from qloom.boards.targets import BOARDS
 from qloom.compiler import ir
 from qloom.hdl.kernels.plumbing import FIFOKernel
+from qloom.hdl.kernels.swg import SWGKernel
 
 SYNTH = {"ice40": ("icebreaker", "synth_ice40 -dsp"), "ecp5": ("ulx3s", "synth_ecp5")}
 
@@ -39,3 +42,19 @@ def test_fifo_estimate_within_25_percent_of_yosys(tmp_path, family, bits, n, dep
     luts, brams = yosys_counts(k.build(), family, tmp_path)
     assert brams == est.brams, f"{family} {bits * n} bits x {depth}: {brams} block RAMs, estimated {est.brams}"
     assert abs(est.luts - luts) <= max(8, 0.25 * luts), f"{family} {bits * n} x {depth}: {luts} LUT4, est {est.luts}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+@pytest.mark.parametrize("hw,c,k,pad,simd,bits", [(24, 3, 3, 1, 3, 8), (10, 64, 3, 0, 16, 1), (7, 32, 2, 0, 8, 2),
+                                                 (20, 8, 5, 2, 1, 4)])
+def test_swg_estimate_within_25_percent_of_yosys(tmp_path, family, hw, c, k, pad, simd, bits):
+    dt = ir.Bipolar if bits == 1 else ir.Int(bits, False)
+    node = ir.Conv2d("conv", ["x"], "y", weight=np.ones((4, k, k, c), int), wtype=ir.Int(2, True),
+                     padding=pad, pad_value=1 if bits == 1 else 0)
+    t = ir.TensorType((hw, hw, c), dt)
+    kern = SWGKernel("conv:swg", node, t, None, simd, simd)
+    est = kern.resources(BOARDS[SYNTH[family][0]]["memory"])
+    luts, brams = yosys_counts(kern.build(), family, tmp_path)
+    assert brams == est.brams, f"{family} {(hw, c, k, pad, simd, bits)}: {brams} block RAMs, estimated {est.brams}"
+    assert abs(est.luts - luts) <= 0.25 * luts, f"{family} {(hw, c, k, pad, simd, bits)}: {luts} LUT4, est {est.luts}"

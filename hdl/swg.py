@@ -47,7 +47,6 @@ def _pair(v, name):
     return int(a), int(b)
 
 
-
 def _table(values, index):
     """values[index] for a list of constants (a LUT lookup)."""
     values = [int(v) for v in values]
@@ -138,7 +137,8 @@ class SlidingWindowGenerator(wiring.Component):
             col = body[rows[0]] - body[rows[0], 0] if rows else np.zeros(OW, np.int64)
             for i in range(OH):
                 for j in range(OW - (i == OH - 1)):
-                    assert const[i] or body[i, j] == body[i, 0] + col[j], "need/free are not row + column"
+                    if not (const[i] or body[i, j] == body[i, 0] + col[j]):
+                        raise RuntimeError(f"need/free of pixel {(i, j)} are not a row plus a column term")
             row0 = [int(body[i, 0]) for i in range(OH)]        # = t[i, 0]
             base = Signal(range(min(row0), max(row0) + 1), init=row0[0])
             konst = Signal(init=const[0])

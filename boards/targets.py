@@ -26,9 +26,11 @@ BOARDS = {
         "synth_cmd": "synth_ecp5", "synth_opts": "", "bitstream": "top.bit", "clock_mhz": 25.0,
         "memory": DP16KD, "baud": 1_000_000,     # FT231X: 3 Mbaud max; 25 MHz divides 1 Mbaud exactly
         "fit_margin": 0.85,
-        # lanes (PE x SIMD) per layer that nextpnr-ecp5 0.11 routes in minutes: digits-mlp-w1a1 with 256-lane
-        # layers routed in 89 s (105 MHz), 512 in 183 s (74 MHz); 1024 and 4096 had not routed after 10-15 min
-        "max_lanes": 256,
+        # lanes (PE x SIMD) per layer measured to route with nextpnr-ecp5 0.11 (place and route time, Fmax):
+        # digits-mlp-w1a1 256-lane layers 89 s, 105 MHz; 512: 183 s, 74 MHz; 2048: 1207 s, 71.9 MHz, 5.5x the
+        # frames/s of 256; cnv-w1a1 with a 2048-lane layer: 2499 s, 53 MHz, 7.7x the frames/s of 256. 4096 had
+        # not routed after 15 min (not run longer)
+        "max_lanes": 2048,
     },
     "generic": {"device": "generic (Yosys internal cells)", "family": "generic", "memory": BRAM18},
 }

@@ -161,7 +161,7 @@ def test_fastest_fit_and_compile_board(mlp, tmp_path, capsys):
 
 def test_ecp5_fit_caps_lanes_per_layer(mlp):
     """On ECP5 the fastest fit keeps PE x SIMD of every layer within the board's max_lanes (wider
-    layers did not route), and the next faster target breaks the cap or does not fit."""
+    layers were not measured to route), and the next faster target breaks the cap or does not fit."""
     d, acc, manifest = mlp
     from qloom.boards import fit
     cap = boards.BOARDS["ulx3s"]["max_lanes"]

@@ -12,7 +12,7 @@ faster than the chosen one (a small hand search): the choice should be within 10
 fastest that really fits. When a real design overflows, the target II doubles (--tries).
 The old numbers (main before issue #15, same tools) are printed beside (bench/synth_baseline.json).
 
-    .venv/bin/python bench/synth.py                                   # every run below (CNV: ~30 min)
+    .venv/bin/python bench/synth.py                                   # every run below (CNV: 40-60 min)
     .venv/bin/python bench/synth.py --runs tfc-w1a1:icebreaker --per-stage --search
 """
 import argparse
@@ -124,7 +124,7 @@ def fmt_baseline(b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="*", default=RUNS, help="NET:BOARD pairs")
-    ap.add_argument("--timeout", type=float, default=2400, help="seconds per tool flow")
+    ap.add_argument("--timeout", type=float, default=4800, help="seconds per tool flow (cnv-w1a1 on ECP5: 40-60 min)")
     ap.add_argument("--tries", type=int, default=3, help="attempts per run (target II doubles after a no-fit)")
     ap.add_argument("--per-stage", action="store_true",
                     help="print each stage's real/estimated LUT4, FF, lone FF, BRAM")

@@ -333,19 +333,16 @@ class MatrixVectorUnit(wiring.Component):
         rows = (rows & ((1 << wbits) - 1)).reshape(len(rows), -1)          # stored word x (PE*SIMD)
         return np.concatenate([(rows >> b) & 1 for b in range(wbits)], axis=1)
 
-    def _rom_pieces(self) -> int:
-        """Non-constant 16-word pieces over every bit of the stored weight words: what a LUT-ROM costs
-        (a LUT4 each; a constant piece costs none, e.g. mostly-zero weights)."""
+    def _rom_counts(self) -> tuple[int, int]:
+        """What the weight memory costs by its contents: (non-constant 16-word pieces over every bit
+        column: a LUT-ROM's LUT4s, a constant piece costs none; bit columns that are not constant:
+        Yosys drops the others before it maps a block-RAM ROM, e.g. digits-mlp-w2a2 on ECP5 keeps
+        266 of 512 bits, 8 DP16KD, not 15)."""
         bits = self._weight_bits()
+        live = int((bits.min(axis=0) != bits.max(axis=0)).sum())
         bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
         ones = bits.reshape(-1, 16, bits.shape[1]).sum(axis=1)
-        return int(((ones != 0) & (ones != 16)).sum())
-
-    def _rom_live_bits(self) -> int:
-        """Bit columns of the weight words that are not constant: Yosys drops the others before it maps
-        a block-RAM ROM (digits-mlp-w2a2 on ECP5: 266 of 512 bits, 8 DP16KD, not 15)."""
-        bits = self._weight_bits()
-        return int((bits.min(axis=0) != bits.max(axis=0)).sum())
+        return int(((ones != 0) & (ones != 16)).sum()), live
 
     def structure(self) -> dict:
         """What elaborate() builds, counted (for the resource model): first-level values and their
@@ -384,14 +381,15 @@ class MatrixVectorUnit(wiring.Component):
         if self.kind == "select_x":
             fix_bits = PE * (acc_w + 1)
         tags = 3 * (2 + self.mem_stages + self.tree_levels + (self.kind == "select_x"))
+        rom_pieces, rom_live_bits = self._rom_counts()
         return {
             "kind": self.kind, "pe": PE, "simd": SIMD, "lanes": PE * SIMD, "xbits": xbits, "wbits": wbits,
             "first_values": sum(t[0].shape[1] for t in trees), "first_bits": first_bits,
             "adder_bits": adder_bits, "adders": adders, "pass_bits": pass_bits, "fix_bits": fix_bits,
             "acc_bits": PE * acc_w,
             "tree_levels": self.tree_levels,
-            "weights": (PE * SIMD * wbits, self.rom_depth), "rom_pieces": self._rom_pieces(),
-            "rom_live_bits": self._rom_live_bits(), "starts": starts,
+            "weights": (PE * SIMD * wbits, self.rom_depth), "rom_pieces": rom_pieces,
+            "rom_live_bits": rom_live_bits, "starts": starts,
             "zero_table": NF * SF if self.skip_zero else 0,
             "buffer": (SIMD * xbits, self.slots * self.banks),
             "mem_reg_bits": PE * SIMD * wbits * self.mem_reg + SIMD * xbits * self.mem_stages,

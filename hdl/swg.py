@@ -50,7 +50,7 @@ def _pair(v, name):
 def _table(values, index):
     """values[index] for a list of constants (a LUT lookup)."""
     values = [int(v) for v in values]
-    if len(values) == 1 or len(set(values)) == 1:
+    if len(set(values)) == 1:
         return Const(values[0], range(min(values), max(values) + 1))
     return Array(Const(v, range(min(values), max(values) + 1)) for v in values)[index]
 
@@ -112,12 +112,11 @@ class SlidingWindowGenerator(wiring.Component):
         """need and free (in pixels, frame-relative) of the output pixels whose window
         starts at (r0, c0) in unpadded coordinates (numpy arrays)."""
         (H, W, _), (KH, KW) = self.in_shape, self.kernel
-        where, clip = np.where, np.clip
         r0, c0 = np.broadcast_arrays(r0, c0)
         r1 = r0 + KH - 1                                     # the window's last row
         # at least one pixel, so that no frame starts before its input does
-        need = where(r1 < 0, 1, clip(r1, 0, H - 1) * W + clip(c0 + KW, 1, W))
-        free = where(r0 < 0, 0, where(r0 >= H, H * W, clip(r0, 0, H - 1) * W + clip(c0, 0, W)))
+        need = np.where(r1 < 0, 1, np.clip(r1, 0, H - 1) * W + np.clip(c0 + KW, 1, W))
+        free = np.where(r0 < 0, 0, np.where(r0 >= H, H * W, np.clip(r0, 0, H - 1) * W + np.clip(c0, 0, W)))
         return need, free
 
     def _next_need_cap(self, m, current, oi, oj, last_ow, step):
@@ -131,7 +130,8 @@ class SlidingWindowGenerator(wiring.Component):
         for t, cur in zip((self._need.reshape(OH, OW), self._free.reshape(OH, OW) + self.depth), current):
             last = int(t[-1, -1])                       # the frame's last pixel (need: the whole frame)
             body = t.astype(np.int64).copy()
-            body[-1, -1] = body[-1, -2] if OW > 1 else body[-1, -1]     # the last pixel comes from `pen`
+            if OW > 1:
+                body[-1, -1] = body[-1, -2]             # the last pixel comes from `pen`
             const = [bool((body[i] == body[i, 0]).all()) for i in range(OH)]
             rows = [i for i in range(OH) if not const[i]]
             col = body[rows[0]] - body[rows[0], 0] if rows else np.zeros(OW, np.int64)

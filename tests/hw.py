@@ -35,3 +35,23 @@ def measured_ii(graph, folding, x_int):
     per_frame = int(np.prod(graph.validate()[graph.output].shape)) // dut_out_n
     ends = times[per_frame - 1::per_frame]
     return ends[-1] - ends[-2], times
+
+
+YOSYS_SYNTH = {"ice40": "synth_ice40 -dsp", "ecp5": "synth_ecp5"}
+
+
+def yosys_cells(component, family, workdir) -> dict:
+    """Cell counts of `component` synthesised alone by real Yosys (YoWASP) for `family`."""
+    import json
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from qloom.boards.flow import tool_env
+    (workdir / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
+    (workdir / "s.ys").write_text(f"read_rtlil top.il\n{YOSYS_SYNTH[family]} -top top\n"
+                                  "tee -q -o stat.json stat -json\n")
+    env = tool_env()
+    subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "s.ys"], cwd=workdir, env=env, check=True,
+                   capture_output=True)
+    return json.loads((workdir / "stat.json").read_text())["design"]["num_cells_by_type"]

@@ -382,23 +382,14 @@ def test_block_rom_cost_counts_live_bit_columns():
 @pytest.mark.slow
 def test_block_rom_live_bits_match_yosys(tmp_path):
     """Real Yosys (synth_ecp5) maps the {1, 5}-valued int4 weight ROM to the DP16KDs the estimate says."""
-    import json
-    import subprocess
+    from hw import yosys_cells
 
-    from amaranth.back import rtlil
-
-    from qloom.boards.flow import tool_env
     from qloom.hdl.kernels import DP16KD, costs
     rng = np.random.default_rng(5)
     u = MatrixVectorUnit(_few_valued(rng, 64, 128), ir.Int(4, True), ir.Int(2, False), ir.Int(12, True), 8, 16,
                          rom_style="block")
     st = u.structure()
-    (tmp_path / "top.il").write_text(rtlil.convert(u, name="top", emit_src=False))
-    (tmp_path / "s.ys").write_text("read_rtlil top.il\nsynth_ecp5 -top top\ntee -q -o stat.json stat -json\n")
-    env = tool_env()
-    subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "s.ys"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
-    cells = json.loads((tmp_path / "stat.json").read_text())["design"]["num_cells_by_type"]
+    cells = yosys_cells(u, "ecp5", tmp_path)
     want = costs.rom(DP16KD, *st["weights"], "block", live_bits=st["rom_live_bits"]).brams
     assert want < costs.rom(DP16KD, *st["weights"], "block").brams
     assert cells.get("DP16KD", 0) == want + costs.ram(DP16KD, *st["buffer"], None).brams

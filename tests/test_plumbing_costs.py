@@ -6,28 +6,20 @@ The models (FIFOKernel.resources, SWGKernel.resources, costs.ram) were fitted to
 1-128 bits x 2-1100 beats and on 40 generators; here other shapes, so a change in the gateware or
 in the tools that moves the counts shows up. Slow: one Yosys run per case.
 """
-import json
-import subprocess
-
 import numpy as np
 import pytest
-from amaranth.back import rtlil
+from hw import yosys_cells
 
-from qloom.boards.flow import tool_env
 from qloom.boards.targets import BOARDS
 from qloom.compiler import ir
 from qloom.hdl.kernels.plumbing import FIFOKernel
 from qloom.hdl.kernels.swg import SWGKernel
 
-SYNTH = {"ice40": ("icebreaker", "synth_ice40 -dsp"), "ecp5": ("ulx3s", "synth_ecp5")}
+BOARD = {"ice40": "icebreaker", "ecp5": "ulx3s"}
 
 
 def yosys_counts(component, family, d):
-    (d / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
-    (d / "s.ys").write_text(f"read_rtlil top.il\n{SYNTH[family][1]} -top top\ntee -q -o stat.json stat -json\n")
-    env = tool_env()
-    subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "s.ys"], cwd=d, env=env, check=True, capture_output=True)
-    c = json.loads((d / "stat.json").read_text())["design"]["num_cells_by_type"]
+    c = yosys_cells(component, family, d)
     luts = c.get("SB_LUT4", 0) + c.get("LUT4", 0) + 2 * c.get("CCU2C", 0) + 2 * c.get("TRELLIS_DPR16X4", 0)
     return luts, c.get("SB_RAM40_4K", 0) + c.get("DP16KD", 0)
 
@@ -38,7 +30,7 @@ def yosys_counts(component, family, d):
 def test_fifo_estimate_within_25_percent_of_yosys(tmp_path, family, bits, n, depth):
     t = ir.TensorType((n * 4,), ir.Int(bits, False))
     k = FIFOKernel("f", None, t, t, n, n, {"depth": depth})
-    est = k.resources(BOARDS[SYNTH[family][0]]["memory"])
+    est = k.resources(BOARDS[BOARD[family]]["memory"])
     luts, brams = yosys_counts(k.build(), family, tmp_path)
     assert brams == est.brams, f"{family} {bits * n} bits x {depth}: {brams} block RAMs, estimated {est.brams}"
     assert abs(est.luts - luts) <= max(8, 0.25 * luts), f"{family} {bits * n} x {depth}: {luts} LUT4, est {est.luts}"
@@ -54,7 +46,7 @@ def test_swg_estimate_within_25_percent_of_yosys(tmp_path, family, hw, c, k, pad
                      padding=pad, pad_value=1 if bits == 1 else 0)
     t = ir.TensorType((hw, hw, c), dt)
     kern = SWGKernel("conv:swg", node, t, None, simd, simd)
-    est = kern.resources(BOARDS[SYNTH[family][0]]["memory"])
+    est = kern.resources(BOARDS[BOARD[family]]["memory"])
     luts, brams = yosys_counts(kern.build(), family, tmp_path)
     assert brams == est.brams, f"{family} {(hw, c, k, pad, simd, bits)}: {brams} block RAMs, estimated {est.brams}"
     assert abs(est.luts - luts) <= 0.25 * luts, f"{family} {(hw, c, k, pad, simd, bits)}: {luts} LUT4, est {est.luts}"

@@ -50,7 +50,7 @@ from qloom.compiler import ir
 
 from . import streams
 from .inbuf import RAM_STYLES, InputBuffer
-from .mvu_lanes import lane_bounds, lane_kind, lanes, shape_for, tree, tree_bounds
+from .mvu_lanes import lane_kind, lane_terms, lanes, shape_for, sum_counts, tree
 
 ROM_STYLES = ("block", "distributed", "logic")
 
@@ -352,24 +352,24 @@ class MatrixVectorUnit(wiring.Component):
         x_lo, x_hi = self.in_type.min, self.in_type.max
         wbits = self.wshape.width
         xbits = streams.elem_shape(self.in_type).width
-        first_bits = adders = adder_bits = 0
-        trees = [lane_bounds(self.kind, words[p], x_lo, x_hi) for p in range(PE)]
-        if self.kind == "select_x":        # the shared sum(x) tree
-            n1 = -(-SIMD // 2)
-            trees.append((np.array([[2 * x_lo] * (SIMD // 2) + [x_lo] * (SIMD % 2)]),
-                          np.array([[2 * x_hi] * (SIMD // 2) + [x_hi] * (SIMD % 2)])))
-            adders += SIMD // 2
-            adder_bits += (SIMD // 2) * shape_for(2 * x_lo, 2 * x_hi).width
-            assert n1 == trees[-1][0].shape[1]
-        pass_bits = 0                       # registers an odd node passes through (no LUT of their own)
-        for lo, hi in trees:
-            first_bits += sum(shape_for(lo[:, j].min(), hi[:, j].max()).width for j in range(lo.shape[1]))
-            count = lo.shape[1]
-            for level in tree_bounds(lo, hi):
-                adders += count // 2
-                adder_bits += sum(shape_for(a, b).width for a, b in level[:count // 2])
-                pass_bits += sum(shape_for(a, b).width for a, b in level[count // 2:])
-                count = len(level)
+        counts = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0)
+        for p in range(PE):
+            for k, v in sum_counts(*lane_terms(self.kind, words[p], x_lo, x_hi)).items():
+                counts[k] += v
+        if self.kind == "select_x":        # the shared sum(x) tree: its pair sums are adds too
+            xs = sum_counts(np.full((1, SIMD), x_lo), np.full((1, SIMD), x_hi))
+            xs["adders"] += SIMD // 2
+            xs["adder_bits"] += xs["first_add_bits"]
+            for k in ("first_bits", "adders", "adder_bits", "pass_bits"):
+                counts[k] += xs[k]
+        # lanes whose weight changes between words pay for their arithmetic; a constant weight
+        # folds into the sum (0 vanishes, 2**k is a shift), any other constant leaves one add (-x, x + 2x)
+        varying = sum(int((words[p].min(0) != words[p].max(0)).sum()) for p in range(PE))
+        const = np.stack([words[p][0] for p in range(PE)])[
+            np.stack([words[p].min(0) == words[p].max(0) for p in range(PE)])]
+        const_adds = int(((const < 0) | ((const & (const - 1)) != 0)).sum())   # c < 0 or not 2**k: an add
+        if self.kind in ("xnor", "select_x"):
+            varying, const_adds = PE * SIMD, 0          # stored as bits: +1/-1 both cost the lane
         if self.thresholds is not None:
             lo_acc, hi_acc = self._acc_range()
             acc_w = shape_for(min(lo_acc, -1), hi_acc).width
@@ -384,8 +384,9 @@ class MatrixVectorUnit(wiring.Component):
         rom_pieces, rom_live_bits = self._rom_counts()
         return {
             "kind": self.kind, "pe": PE, "simd": SIMD, "lanes": PE * SIMD, "xbits": xbits, "wbits": wbits,
-            "first_values": sum(t[0].shape[1] for t in trees), "first_bits": first_bits,
-            "adder_bits": adder_bits, "adders": adders, "pass_bits": pass_bits, "fix_bits": fix_bits,
+            "varying_lanes": varying, "const_add_lanes": const_adds,
+            "first_values": PE * -(-SIMD // 2) + (-(-SIMD // 2) if self.kind == "select_x" else 0),
+            **counts, "fix_bits": fix_bits,
             "acc_bits": PE * acc_w,
             "tree_levels": self.tree_levels,
             "weights": (PE * SIMD * wbits, self.rom_depth), "rom_pieces": rom_pieces,

@@ -32,21 +32,54 @@ def lane_kind(wtype, in_type, weight) -> str:
     return "mul"
 
 
+def lane_terms(kind, words, x_lo, x_hi):
+    """Per weight word, the range of each lane's term of one PE: (lo, hi), arrays of (words, SIMD)."""
+    if kind == "xnor":
+        return np.zeros(words.shape, dtype=np.int64), np.ones(words.shape, dtype=np.int64)
+    if kind == "select_x":
+        b = (words > 0).astype(np.int64)
+        return np.minimum(b * x_lo, 0), np.maximum(b * x_hi, 0)
+    if kind == "select_w":
+        return np.minimum(words, 0), np.maximum(words, 0)
+    return np.minimum(words * x_lo, words * x_hi), np.maximum(words * x_lo, words * x_hi)
+
+
 def lane_bounds(kind, words, x_lo, x_hi):
     """Per weight word, the range of each first-level value of one PE (lane terms summed in pairs,
     an odd lane alone): (lo, hi), arrays of (words, ceil(SIMD/2))."""
-    simd = words.shape[1]
-    if kind == "xnor":
-        t_lo, t_hi = np.zeros(words.shape, dtype=np.int64), np.ones(words.shape, dtype=np.int64)
-    elif kind == "select_x":
-        b = (words > 0).astype(np.int64)
-        t_lo, t_hi = np.minimum(b * x_lo, 0), np.maximum(b * x_hi, 0)
-    elif kind == "select_w":
-        t_lo, t_hi = np.minimum(words, 0), np.maximum(words, 0)
-    else:
-        t_lo, t_hi = np.minimum(words * x_lo, words * x_hi), np.maximum(words * x_lo, words * x_hi)
-    cut = list(range(0, simd, 2))
+    t_lo, t_hi = lane_terms(kind, words, x_lo, x_hi)
+    cut = list(range(0, words.shape[1], 2))
     return np.add.reduceat(t_lo, cut, axis=1), np.add.reduceat(t_hi, cut, axis=1)
+
+
+def sum_counts(t_lo, t_hi) -> dict:
+    """What the registered first level and adder tree over lane terms with bounds t_lo, t_hi
+    (words, SIMD) keep after synthesis: a term that is 0 for every word (a weight that is 0 in
+    every word) is a constant Yosys removes, an add with it is a wire. Bits of the registered
+    values that remain ("first_bits", "adder_bits" for real adds, "pass_bits" for nodes that
+    only pass a value on), the real adds ("adders") and the first level's add bits ("first_add_bits")."""
+    out = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0)
+    lo, hi = t_lo, t_hi
+    live = list((lo != 0).any(axis=0) | (hi != 0).any(axis=0))
+    for level in range(64):
+        n = lo.shape[1]
+        if n < 2 and level > 0:
+            break
+        cut = list(range(0, n, 2))
+        lo, hi = np.add.reduceat(lo, cut, axis=1), np.add.reduceat(hi, cut, axis=1)
+        both = [live[j] and live[j + 1] for j in range(0, n - 1, 2)] + ([False] * (n % 2))
+        live = [any(live[j:j + 2]) for j in cut]
+        bits = [shape_for(lo[:, j].min(), hi[:, j].max()).width for j in range(len(cut))]
+        kept = sum(b for b, v in zip(bits, live) if v)
+        added = sum(b for b, a in zip(bits, both) if a)
+        if level == 0:
+            out["first_bits"] += kept
+            out["first_add_bits"] += added
+        else:
+            out["adders"] += sum(both)
+            out["adder_bits"] += added
+            out["pass_bits"] += kept - added
+    return out
 
 
 def tree_bounds(lo, hi):

@@ -395,6 +395,70 @@ def test_block_rom_live_bits_match_yosys(tmp_path):
     assert cells.get("DP16KD", 0) == want + costs.ram(DP16KD, *st["buffer"], None).brams
 
 
+def _mvu_stage(w, wt, xt, pe, simd, **f):
+    """The MVU stage of a one-Dense graph folded PE x SIMD (its resources() is the estimate)."""
+    from qloom.hdl import folding as folding_mod
+    g, _ = dense_case(w, wt, xt)
+    return next(s for s in folding_mod.plan(g, {"d": {"pe": pe, "simd": simd, **f}}) if s.kind == "mvu")
+
+
+def _zero_lanes(rng, w, pe, simd, frac):
+    """w with a fraction of its lanes (PE x SIMD positions of the stored words) 0 in every word."""
+    n, k = w.shape
+    dead = rng.random((pe, simd)) < frac
+    rows, cols = np.meshgrid(np.arange(n) % pe, np.arange(k) % simd, indexing="ij")
+    return np.where(dead[rows, cols], 0, w), int(dead.sum())
+
+
+@pytest.mark.parametrize("wkind,xt", [("ternary", ir.Int(4, False)), (3, ir.Int(3, True)), (4, ir.Bipolar)])
+def test_constant_lanes_cost_no_arithmetic(wkind, xt):
+    """A lane whose weight is 0 in every stored word is a constant Yosys removes: no lane arithmetic,
+    no add with it in the tree, no register. Counted per lane (MatrixVectorUnit.structure): dense
+    weights count a full tree, zeroing lanes only lowers the estimate, all-zero weights leave no adder."""
+    from qloom.hdl.kernels import DP16KD
+    rng = np.random.default_rng(11)
+    pe, simd = 4, 16
+    w, wt = make_weights(rng, wkind, 16, 64)
+    full = _mvu_stage(w, wt, xt, pe, simd).unit.structure()
+    assert full["kind"] == {"ternary": "ternary", 3: "mul", 4: "select_w"}[wkind]
+    assert full["adders"] == pe * (simd // 2 - 1)
+    assert full["pass_bits"] == 0 and full["first_add_bits"] == full["first_bits"]
+    last = _mvu_stage(w, wt, xt, pe, simd).resources(DP16KD).luts
+    for frac in (0.25, 0.5, 0.9):
+        sparse, dead = _zero_lanes(rng, w, pe, simd, frac)
+        st = _mvu_stage(sparse, wt, xt, pe, simd).unit.structure()
+        assert st["varying_lanes"] <= pe * simd - dead
+        assert st["adders"] < full["adders"] and st["first_bits"] < full["first_bits"]
+        luts = _mvu_stage(sparse, wt, xt, pe, simd).resources(DP16KD).luts
+        assert luts < last
+        last = luts
+    zero = _mvu_stage(np.zeros_like(w), wt, xt, pe, simd).unit.structure()
+    assert zero["adders"] == zero["adder_bits"] == zero["first_bits"] == zero["varying_lanes"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+@pytest.mark.parametrize("wkind,xt,frac,n,k", [("ternary", ir.Int(5, False), 0.85, 16, 64),
+                                               (2, ir.Int(2, False), 0.5, 16, 64),
+                                               ("ternary", ir.Int(2, False), 0.0, 64, 256)])
+def test_sparse_mvu_estimate_within_25_percent_of_yosys(tmp_path, family, wkind, xt, frac, n, k):
+    """Real Yosys on MVUs whose lanes are partly 0 in every word (4-word weight LUT-ROMs) and on a dense
+    one (64 words, block RAM): the estimate's LUT4 is within 25% (the content-blind count was 2-5x high
+    on digits-mlp-w2a2). Not modelled: on iCE40 a dense LUT-ROM of <= 4 words merges into the lanes'
+    LUTs (measured 2219 LUT4 for 2991 estimated, 16 x 64 ternary x uint2 at 8 x 32)."""
+    from hw import yosys_cells
+
+    from qloom.boards.targets import BOARDS
+    rng = np.random.default_rng(7)
+    w, wt = make_weights(rng, wkind, n, k)
+    w, _ = _zero_lanes(rng, w, 8, 32, frac)
+    stage = _mvu_stage(w, wt, xt, 8, 32)
+    est = stage.resources(BOARDS["icebreaker" if family == "ice40" else "ulx3s"]["memory"])
+    c = yosys_cells(stage.build(), family, tmp_path)
+    luts = c.get("SB_LUT4", 0) + c.get("LUT4", 0) + 2 * c.get("CCU2C", 0) + 2 * c.get("TRELLIS_DPR16X4", 0)
+    assert abs(est.luts - luts) <= 0.25 * luts, f"{family} {wkind} {frac}: {luts} LUT4, estimated {est.luts:.0f}"
+
+
 def _grouped(rng, wkind, n, k, groups, anti=False):
     """A grouped conv's matrix: block-diagonal (or anti-diagonal: the first word is zero) with random
     weights in the blocks, zeros outside."""

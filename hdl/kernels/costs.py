@@ -42,12 +42,15 @@ COST = {
         ram_collision_ff=1.0,
         fifo_abit=7.0,        # lib.fifo.SyncFIFOBuffered's pointers and levels, per address bit
         swg=(5.0, 14.0, 16.0),  # window generator: base, per ring address bit, per bit of OH and OW
+        # threshold from a LUT-ROM of <= 16 words, compared: per threshold bit, max(floor, a + b*log2(depth))
+        thr_rom_bit=(-0.65, 0.4, 0.55),
     ),
     "ecp5": dict(
         # adder_bit 1.0: a CCU2C (2 LUT4) adds 2 bits; 0.7 left the bench MLPs 7-23% low, 1.0 gives 2-16%
         xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.0, acc_bit=2.0, fix_bit=1.0,
         control=60.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
         ram_collision_ff=1.0, fifo_abit=10.0, swg=(-154.0, 35.0, 24.0),
+        thr_rom_bit=(1.22, 0.24, 0.0),   # the compare is a CCU2C chain (1 LUT4/bit) beside the ROM's LUTs
     ),
 }
 COST["generic"] = COST["ice40"]

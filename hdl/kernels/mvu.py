@@ -191,12 +191,13 @@ class MVUKernel(NodeKernel):
             r.luts += pairs * costs.c(mem, "xnor_pair")
         elif k == "select_x":
             r.luts += st["first_bits"] * costs.c(mem, "select_pair") * (pairs / max(1, st["first_values"]))
-        elif k == "select_w":
-            r.luts += st["lanes"] * st["wbits"] * costs.c(mem, "select_bit") + st["first_bits"]
-        elif k == "ternary":
-            r.luts += st["lanes"] * (st["xbits"] + 1) * costs.c(mem, "ternary_bit") + st["first_bits"]
+        elif k == "select_w":                        # a constant weight: +-c by the input bit, wires
+            r.luts += st["varying_lanes"] * st["wbits"] * costs.c(mem, "select_bit") + st["first_add_bits"]
         else:
-            r.luts += st["lanes"] * st["wbits"] * st["xbits"] * costs.c(mem, "mul_bit") + st["first_bits"]
+            per_lane = (st["xbits"] + 1) * costs.c(mem, "ternary_bit") if k == "ternary" else \
+                st["wbits"] * st["xbits"] * costs.c(mem, "mul_bit")
+            r.luts += st["varying_lanes"] * per_lane + st["first_add_bits"]
+            r.luts += st["const_add_lanes"] * st["xbits"] * costs.c(mem, "adder_bit")
         r.luts += st["adder_bits"] * costs.c(mem, "adder_bit") + st["fix_bits"] * costs.c(mem, "fix_bit")
         r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + costs.c(mem, "control")
         if st["zero_table"]:     # skipped zero words: the flag table (a LUT4 per 16 words, its muxes) and counter

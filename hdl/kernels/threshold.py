@@ -22,7 +22,8 @@ class ThresholdKernel(ElementwiseKernel):
         """A comparator per lane and threshold, the count; a LUT-ROM of C/PE words of K thresholds per
         lane whose thresholds change between beats (ThresholdUnit: Yosys' choice, LUTs at these depths).
         A ROM of up to 16 words merges with its comparators (ABC maps x >= T[addr] as one function):
-        measured ~0.6 LUT4 per threshold bit on iCE40 (bench/synth.py --per-stage, digits-mlp-w2a2)."""
+        per threshold bit, a cost that grows with log2(depth), fitted per family to bench/synth.py
+        --per-stage (iCE40 0.55 LUT4 up to 8 words, 0.95 at 16; ECP5 1.46 at 2 words to 2.2-2.4 at 16)."""
         u = self.unit
         k = self.node.thresholds.shape[1]
         pe = self.in_n
@@ -31,7 +32,8 @@ class ThresholdKernel(ElementwiseKernel):
         for p, rom in enumerate(u._rom):
             depth = len(u._lanes[p])
             if rom and depth <= 16:
-                r.luts += 0.6 * k * bits
+                a, b, floor = costs.c(mem, "thr_rom_bit")
+                r.luts += max(floor, a + b * np.log2(max(2, depth))) * k * bits
                 r.ffs += k * bits
             elif rom:
                 # a bit column that is the same in every word is a constant, not a LUT (Yosys folds it)

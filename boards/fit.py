@@ -30,7 +30,7 @@ def _totals(graph, folding, info) -> dict:
     from qloom.hdl import folding as folding_mod
     pipe = folding_mod.plan(graph, folding)
     mem = info["memory"]
-    tot = {"luts": 0.0, "ffs": 0.0, "brams": 0, "dsps": 0, "lone_ffs": 0.0}
+    tot = {"luts": 0.0, "ffs": 0.0, "brams": 0, "dsps": 0, "lone_ffs": 0.0, "pack_luts": 0.0}
     rows = []
     for s in pipe:
         r = s.resources(mem)
@@ -47,7 +47,7 @@ def estimate_for(graph, folding: dict, board: str) -> dict:
     tot, rows, pipe = _totals(graph, folding, info)
     top = top_resources(board, pipe.stages[0].in_type.dtype.bits * pipe.in_n,
                         pipe.stages[-1].out_type.dtype.bits * pipe.out_n)
-    luts = tot["luts"] + top["luts"]
+    luts = tot["luts"] + tot["pack_luts"] + top["luts"]      # pack_luts: ECP5 sites beyond the netlist
     ffs = tot["ffs"] + top["ffs"]
     lone = tot["lone_ffs"] + top["lone_ffs"]
     if info["family"] == "ice40":
@@ -91,7 +91,7 @@ def _memories(kernel, family, first, lean=False) -> tuple[dict, list]:
         fixed["mem_reg"] = True
 
     def cost(r):
-        return (r.brams, r.luts + r.lone_ffs)
+        return (r.brams, r.luts + r.lone_ffs + r.pack_luts)
     items = [("weights", {style: cost(costs.rom(mem, w, d, style, st["rom_pieces"], st["rom_live_bits"]))
                           for style in ("block", "logic")})]
     bw, bd = st["buffer"][0], (u.slots * banks if u.passes > 1 else st["buffer"][1])
@@ -161,7 +161,7 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) 
             # this layer alone: each memory where it costs least, block RAMs at `worth` LUTs
             f.update({name: min(o, key=lambda st: o[st][1] + worth * o[st][0]) for name, o in items})
             r = _mvu_stage(k, node, types, f, absorb).resources(mem)
-            cost = r.luts + r.lone_ffs + worth * r.brams
+            cost = r.luts + r.lone_ffs + r.pack_luts + worth * r.brams
             if best is None or cost < best[0]:
                 best = (cost, f, items)
         out[node.name] = best[1]

@@ -50,7 +50,7 @@ from qloom.compiler import ir
 
 from . import streams
 from .inbuf import RAM_STYLES, InputBuffer
-from .mvu_lanes import lane_kind, lane_terms, lanes, shape_for, sum_counts, tree
+from .mvu_lanes import CARRY_MIN_BITS, lane_kind, lane_terms, lanes, shape_for, sum_counts, tree
 
 ROM_STYLES = ("block", "distributed", "logic")
 
@@ -352,7 +352,8 @@ class MatrixVectorUnit(wiring.Component):
         x_lo, x_hi = self.in_type.min, self.in_type.max
         wbits = self.wshape.width
         xbits = streams.elem_shape(self.in_type).width
-        counts = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0)
+        counts = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0, carry_bits=0,
+                      first_carry_bits=0)
         for p in range(PE):
             for k, v in sum_counts(*lane_terms(self.kind, words[p], x_lo, x_hi)).items():
                 counts[k] += v
@@ -360,7 +361,8 @@ class MatrixVectorUnit(wiring.Component):
             xs = sum_counts(np.full((1, SIMD), x_lo), np.full((1, SIMD), x_hi))
             xs["adders"] += SIMD // 2
             xs["adder_bits"] += xs["first_add_bits"]
-            for k in ("first_bits", "adders", "adder_bits", "pass_bits"):
+            xs["carry_bits"] += xs["first_add_bits"] if shape_for(2 * x_lo, 2 * x_hi).width >= CARRY_MIN_BITS else 0
+            for k in ("first_bits", "adders", "adder_bits", "pass_bits", "carry_bits"):
                 counts[k] += xs[k]
         # lanes whose weight changes between words pay for their arithmetic; a constant weight
         # folds into the sum (0 vanishes, 2**k is a shift), any other constant leaves one add (-x, x + 2x)

@@ -52,13 +52,19 @@ def lane_bounds(kind, words, x_lo, x_hi):
     return np.add.reduceat(t_lo, cut, axis=1), np.add.reduceat(t_hi, cut, axis=1)
 
 
+CARRY_MIN_BITS = 5      # the narrowest sum Yosys' synth_ecp5 puts on a carry chain (measured, 0.70)
+
+
 def sum_counts(t_lo, t_hi) -> dict:
     """What the registered first level and adder tree over lane terms with bounds t_lo, t_hi
     (words, SIMD) keep after synthesis: a term that is 0 for every word (a weight that is 0 in
     every word) is a constant Yosys removes, an add with it is a wire. Bits of the registered
     values that remain ("first_bits", "adder_bits" for real adds, "pass_bits" for nodes that
-    only pass a value on), the real adds ("adders") and the first level's add bits ("first_add_bits")."""
-    out = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0)
+    only pass a value on), the real adds ("adders"), the first level's add bits ("first_add_bits") and
+    the bits of the tree's adds wide enough for a carry chain ("carry_bits"; "first_carry_bits" for the
+    first level): synth_ecp5 maps a sum of 5 bits or more to CCU2C, narrower ones to LUTs."""
+    out = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0, carry_bits=0,
+               first_carry_bits=0)
     lo, hi = t_lo, t_hi
     live = list((lo != 0).any(axis=0) | (hi != 0).any(axis=0))
     for level in range(64):
@@ -72,6 +78,8 @@ def sum_counts(t_lo, t_hi) -> dict:
         bits = [shape_for(lo[:, j].min(), hi[:, j].max()).width for j in range(len(cut))]
         kept = sum(b for b, v in zip(bits, live) if v)
         added = sum(b for b, a in zip(bits, both) if a)
+        out["first_carry_bits" if level == 0 else "carry_bits"] += sum(
+            b for b, a in zip(bits, both) if a and b >= CARRY_MIN_BITS)
         if level == 0:
             out["first_bits"] += kept
             out["first_add_bits"] += added

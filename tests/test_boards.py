@@ -233,6 +233,23 @@ def test_synth_does_not_fit(mlp, capsys):
     assert "does not fit" in err and "ICESTORM_LC" in err and "over)" in err and "--target-ii" in err
 
 
+@pytest.mark.slow
+@needs_tools
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+@pytest.mark.parametrize("bits", [(1, 1), (2, 2)])
+def test_placed_luts_within_20_percent_of_estimate(tmp_path, board, bits):
+    """nextpnr's logic (iCE40 logic cells; ECP5 TRELLIS_COMB, which packs carries and LUT-RAM into more
+    sites than Yosys' cells: costs.c(mem, "carry_pack"/"lutram_pack")) against the board estimate,
+    on untrained MLPs of binary and 2-bit weights (2-bit: many weights 0 in every word of a lane)."""
+    model, x = tfc.build(*bits, n_in=64, seed=3)
+    acc = qloom.compile(model, x, argmax=True)
+    d = tmp_path / "b"
+    acc.save(d, x_float=x[:4])
+    r = boards.synthesize(d, board=board, out_dir=tmp_path / "s", timeout=1500)
+    est = r["estimate_device"]["luts"]
+    assert abs(est - r["luts"]) <= 0.2 * r["luts"], f"{board} w{bits[0]}a{bits[1]}: {r['luts']} placed, est {est}"
+
+
 def test_noabc_scripts():
     """The ABC fallback per family: synth_ice40 -noabc; synth_ecp5 (synth_lattice, no -noabc) split around
     its abc9 step with the classic abc in between."""

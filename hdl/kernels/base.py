@@ -76,10 +76,22 @@ class Resources:
     dsps: int = 0
     depth: int = 1          # pipeline registers through the stage (for reports)
     lone_ffs: float = 0     # flip-flops no LUT of their own feeds (an iCE40 logic cell each)
+    pack_luts: float = 0    # LUT4 sites nextpnr's packing takes beyond Yosys' cells (ECP5: carries, LUT-RAM)
+
+    def add(self, part: "Resources") -> "Resources":
+        """Count a part (a memory, ...) into this stage: every resource but the depth."""
+        self.luts += part.luts
+        self.ffs += part.ffs
+        self.brams += part.brams
+        self.dsps += part.dsps
+        self.lone_ffs += part.lone_ffs
+        self.pack_luts += part.pack_luts
+        return self
 
     def row(self) -> dict:
         return {"luts": int(round(self.luts)), "ffs": int(self.ffs), "brams": int(self.brams),
-                "dsps": int(self.dsps), "depth": self.depth, "lone_ffs": int(round(self.lone_ffs))}
+                "dsps": int(self.dsps), "depth": self.depth, "lone_ffs": int(round(self.lone_ffs)),
+                "pack_luts": int(round(self.pack_luts))}
 
 
 @dataclass(eq=False)

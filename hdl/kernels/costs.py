@@ -33,7 +33,10 @@ COST = {
         adder_bit=1.0,        # a registered 2-input adder, per result bit
         acc_bit=2.0,          # accumulator: start-or-acc mux + adder, per bit
         fix_bit=1.0,          # 2*part - sum(x), per bit
-        control=60.0,         # counters (buffer, weight address, fold), buffer control, tags
+        # counters (buffer, weight address, fold), buffer control, tags: base + per weight-address bit.
+        # ECP5's (36, 10) is fitted on 9 MVUs alone (PE x SIMD 1x1 to 8x8, 256-65536 words: within 27
+        # LUT4); on iCE40 those fit (13, 9.2), but whole designs (the bench, 2-128 words) say 60 flat
+        control=(60.0, 0.0),
         ternary_bit=1.3,      # per lane and input bit: x, -x or 0 (a negation and a mux)
         bank_mux=0.6,         # per bit and extra row of block RAMs in depth: the bank-select mux
         carry_out_lone=0.6,   # per adder: its carry-out bit's flip-flop, fed by the carry chain, not a LUT
@@ -44,13 +47,19 @@ COST = {
         swg=(5.0, 14.0, 16.0),  # window generator: base, per ring address bit, per bit of OH and OW
         # threshold from a LUT-ROM of <= 16 words, compared: per threshold bit, max(floor, a + b*log2(depth))
         thr_rom_bit=(-0.65, 0.4, 0.55),
+        carry_pack=0.0,       # nextpnr's logic cells over the netlist: boards.targets.LC_PACKING, whole design
+        lutram_pack=0.0,
     ),
     "ecp5": dict(
         # adder_bit 1.0: a CCU2C (2 LUT4) adds 2 bits; 0.7 left the bench MLPs 7-23% low, 1.0 gives 2-16%
         xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.0, acc_bit=2.0, fix_bit=1.0,
-        control=60.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
+        control=(36.0, 10.0), ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
         ram_collision_ff=1.0, fifo_abit=10.0, swg=(-154.0, 35.0, 24.0),
         thr_rom_bit=(1.22, 0.24, 0.0),   # the compare is a CCU2C chain (1 LUT4/bit) beside the ROM's LUTs
+        # nextpnr's TRELLIS_COMB over Yosys' LUT4 + 2 CCU2C + 2 DPR16X4 (8 ECP5 bench designs, 2.9k-31.6k):
+        # a DPR16X4 takes 4 LUT sites (RAM mode), not 2; per CCU2C, 1.1 sites more (0.83-1.40 measured)
+        carry_pack=0.55,      # per LUT4 in a carry chain (adders, accumulators, compares)
+        lutram_pack=2.0,      # per DPR16X4
     ),
 }
 COST["generic"] = COST["ice40"]
@@ -106,6 +115,7 @@ def ram(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resource
         # DPR16X4: 16 x 4 bits in two LUT4s' room; deeper than 16 words, a read mux between them
         r.luts = width * math.ceil(depth / 16) * 0.5 + width * (math.ceil(depth / 16) - 1) + 8
         r.ffs = width
+        r.pack_luts = math.ceil(width / 4) * math.ceil(depth / 16) * c(mem, "lutram_pack")
     else:               # flip-flops and a read mux (depth - 1 2:1 muxes per bit)
         r.ffs = bits + width
         r.lone_ffs = bits

@@ -199,7 +199,8 @@ class MVUKernel(NodeKernel):
             r.luts += st["varying_lanes"] * per_lane + st["first_add_bits"]
             r.luts += st["const_add_lanes"] * st["xbits"] * costs.c(mem, "adder_bit")
         r.luts += st["adder_bits"] * costs.c(mem, "adder_bit") + st["fix_bits"] * costs.c(mem, "fix_bit")
-        r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + costs.c(mem, "control")
+        base, per_abit = costs.c(mem, "control")
+        r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + base + per_abit * max(1, (st["weights"][1] - 1).bit_length())
         if st["zero_table"]:     # skipped zero words: the flag table (a LUT4 per 16 words, its muxes) and counter
             abits = max(1, (st["weights"][1] - 1).bit_length())
             r.luts += 1.5 * math.ceil(st["zero_table"] / 16) + 3 * abits
@@ -218,10 +219,11 @@ class MVUKernel(NodeKernel):
                                st["rom_live_bits"]),
                      costs.ram(mem, *st["buffer"], e.get("ibuf")),
                      costs.rom(mem, *(st["starts"] or (0, 0)), "logic")):
-            r.luts += part.luts
-            r.ffs += part.ffs
-            r.brams += part.brams
-            r.lone_ffs += part.lone_ffs
+            r.add(part)
+        # carry chains: the adds of 5 bits or more (the first level's where it adds), fix and accumulators
+        carries = st["carry_bits"] + st["fix_bits"] + st["acc_bits"] + (
+            st["first_carry_bits"] if k in ("select_w", "ternary", "mul") else 0)
+        r.pack_luts += carries * costs.c(mem, "carry_pack")
         if st["starts"]:       # the start ROM is read combinationally: no read register
             r.ffs -= st["starts"][0]
         return r

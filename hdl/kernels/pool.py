@@ -46,8 +46,7 @@ class _PoolKernel(ElementwiseKernel):
         width = self.in_n * self.out_type.dtype.bits
         row_beats = max(1, w * c // (self.node.kernel[1] * self.in_n))     # one row of partial results
         rows = costs.ram(mem, width, row_beats, None)        # the row buffer, as Yosys maps it
-        return Resources(luts=3 * width + 30 + rows.luts, ffs=2 * width + 30 + rows.ffs, brams=rows.brams, depth=2,
-                         lone_ffs=rows.lone_ffs)
+        return Resources(luts=3 * width + 30, ffs=2 * width + 30, depth=2).add(rows)
 
 
 @register(ir.MaxPool2d, kind="maxpool")

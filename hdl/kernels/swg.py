@@ -56,5 +56,5 @@ class SWGKernel(Kernel):
         r = Resources(luts=max(width, base + width + per_ring * ring_bits + per_pixel * pixel_bits),
                       ffs=max(width, width - 14 + 9 * ring_bits + 6 * pixel_bits), depth=2)
         ring = costs.ram(mem, width, u.depth, None)
-        r.brams, r.luts, r.ffs, r.lone_ffs = ring.brams, r.luts + ring.luts, r.ffs + ring.ffs, ring.lone_ffs
+        r.add(ring)
         return r

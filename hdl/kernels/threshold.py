@@ -40,11 +40,11 @@ class ThresholdKernel(ElementwiseKernel):
                 tab = np.asarray(u._lanes[p], dtype=np.int64) & ((1 << bits) - 1)
                 cols = (tab[:, :, None] >> np.arange(bits)) & 1
                 varying = int((cols != cols[:1]).any(axis=0).sum())
-                part = costs.rom(mem, varying, depth, None)
-                r.luts += k * (bits + 1) + part.luts
-                r.ffs, r.brams = r.ffs + part.ffs, r.brams + part.brams
+                r.luts += k * (bits + 1)
+                r.add(costs.rom(mem, varying, depth, None))
             else:
                 r.luts += k * (bits + 1)
         if any(u._rom):
             r.ffs += pe * self.in_type.dtype.bits + 1          # the accumulator waits for the ROM read
+        r.pack_luts += pe * k * bits * costs.c(mem, "carry_pack")    # a compare is a carry chain
         return r

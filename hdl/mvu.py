@@ -395,10 +395,11 @@ class MatrixVectorUnit(wiring.Component):
             "rom_live_bits": rom_live_bits, "starts": starts,
             "zero_table": NF * SF if self.skip_zero else 0,
             "buffer": (SIMD * xbits, self.slots * self.banks),
-            "mem_reg_bits": PE * SIMD * wbits * self.mem_reg + SIMD * xbits * self.mem_stages,
-            # the inner selects' registers (the last select's is mem_reg's) and the pieces': Yosys moves
-            # most of those onto the shared address (a quarter stays, measured on tfc-w2a2)
-            "split_rom_bits": PE * SIMD * wbits * (-(-self.rom_depth // 64) + sum(
+            # the weight register keeps the bit columns that vary (a constant 0 column is removed)
+            "mem_reg_bits": rom_live_bits * self.mem_reg + SIMD * xbits * self.mem_stages,
+            # the inner selects' registers (the last select's is mem_reg's) and the pieces', per bit column
+            # of non-constant pieces (a constant piece's register is a constant Yosys removes)
+            "split_rom_bits": rom_pieces * 16 // self.rom_depth * (-(-self.rom_depth // 64) + sum(
                 -(-self.rom_depth // 16 ** (n + 2)) for n in range(self.rom_levels - 1))) if self.split_rom else 0,
             "tags": tags,
         }

@@ -47,6 +47,7 @@ COST = {
         swg=(5.0, 14.0, 16.0),  # window generator: base, per ring address bit, per bit of OH and OW
         # threshold from a LUT-ROM of <= 16 words, compared: per threshold bit, max(floor, a + b*log2(depth))
         thr_rom_bit=(-0.65, 0.4, 0.55),
+        thr_rom_ff=0.3,       # its read register's flip-flops per threshold bit (digits-mlp-w2a2: 0.24-0.3)
         carry_pack=0.0,       # nextpnr's logic cells over the netlist: boards.targets.LC_PACKING, whole design
         lutram_pack=0.0,
     ),
@@ -56,6 +57,7 @@ COST = {
         control=(36.0, 10.0), ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
         ram_collision_ff=1.0, fifo_abit=10.0, swg=(-154.0, 35.0, 24.0),
         thr_rom_bit=(1.22, 0.24, 0.0),   # the compare is a CCU2C chain (1 LUT4/bit) beside the ROM's LUTs
+        thr_rom_ff=0.0,
         # nextpnr's TRELLIS_COMB over Yosys' LUT4 + 2 CCU2C + 2 DPR16X4 (8 ECP5 bench designs, 2.9k-31.6k):
         # a DPR16X4 takes 4 LUT sites (RAM mode), not 2; per CCU2C, 1.1 sites more (0.83-1.40 measured)
         carry_pack=0.55,      # per LUT4 in a carry chain (adders, accumulators, compares)

@@ -212,7 +212,7 @@ class MVUKernel(NodeKernel):
         r.lone_ffs += 2 * out_bits
         r.ffs += st["mem_reg_bits"] + st["pass_bits"] + st["split_rom_bits"]
         # a split LUT-ROM's last select feeds the weight register: that register has a LUT of its own
-        w_reg_lone = st["mem_reg_bits"] - (st["weights"][0] if st["split_rom_bits"] else 0)
+        w_reg_lone = st["mem_reg_bits"] - (st["rom_live_bits"] if st["split_rom_bits"] else 0)
         r.lone_ffs += w_reg_lone + st["tags"] + st["pass_bits"] + st["adders"] * costs.c(mem, "carry_out_lone")
         e = self.extra
         for part in (costs.rom(mem, *st["weights"], e.get("weights", self.default_rom_style()), st["rom_pieces"],

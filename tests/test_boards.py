@@ -352,3 +352,31 @@ def test_test_pattern_mode_measures_and_checks(frames):
     assert got == want
     pipe = dut.pipeline
     assert cycles == (0 if frames == 0 else pipe.latency + (frames - 1) * pipe.ii + 1)   # +1: the top's FIFO
+
+
+def test_netlist_stage_from_verilog_source(tmp_path):
+    """boards/netlist.by_stage: a register named after a port it drives (here the board top's) is
+    counted with the stage whose Verilog module holds its `src` line, the LUT feeding it too; cells
+    without such a source keep their name's stage; without the Verilog, names alone decide."""
+    from qloom.boards import netlist
+    (tmp_path / "accelerator.v").write_text(
+        "module qloom_top(clk);\nendmodule\n\n" "module \\qloom_top.s1_width_4_width (clk);\n  reg a;\n  reg b;\nendmodule\n"
+        "module \\qloom_top.s2_mvu_4 (clk);\nendmodule\nmodule \\qloom_top.s2_mvu_4.ibuf (clk);\n  reg c;\nendmodule\n")
+    cells = {
+        "link.o__payload_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"src": "accelerator.v:5.3-5.9|x.v:1"},
+                                         "connections": {"DI": [7], "Q": [8]}},
+        "link.o__payload_TRELLIS_FF_Q_DI_LUT4_Z": {"type": "LUT4", "attributes": {"src": "cells_map.v:3"},
+                                                   "connections": {"A": [8], "Z": [7]}},
+        "link.accel.s2_mvu_4.acc_LUT4_Z": {"type": "LUT4", "attributes": {}, "connections": {"A": [8], "Z": [9]}},
+        "link.accel.s2_mvu_4.buf_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"src": "accelerator.v:11"},
+                                                 "connections": {"DI": [9], "Q": [10]}},
+        "link.uart_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {}, "connections": {"DI": [10], "Q": [11]}},
+    }
+    (tmp_path / "top.json").write_text(json.dumps({"modules": {"top": {"attributes": {"top": 1}, "cells": cells}}}))
+    got = netlist.by_stage(tmp_path / "top.json")
+    assert got["s1_width_4_width"] == {"luts": 1, "ffs": 1, "lone_ffs": 0, "brams": 0, "dsps": 0}
+    assert got["s2_mvu_4"]["luts"] == 1 and got["s2_mvu_4"]["ffs"] == 1
+    assert got["top"]["ffs"] == 1 and got["top"]["luts"] == 0 and got["top"]["lone_ffs"] == 1
+    (tmp_path / "accelerator.v").unlink()
+    names_only = netlist.by_stage(tmp_path / "top.json")
+    assert "s1_width_4_width" not in names_only and names_only["top"]["ffs"] == 2 and names_only["top"]["luts"] == 1

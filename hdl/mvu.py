@@ -352,11 +352,7 @@ class MatrixVectorUnit(wiring.Component):
         x_lo, x_hi = self.in_type.min, self.in_type.max
         wbits = self.wshape.width
         xbits = streams.elem_shape(self.in_type).width
-        counts = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0, carry_bits=0,
-                      first_carry_bits=0)
-        for p in range(PE):
-            for k, v in sum_counts(*lane_terms(self.kind, words[p], x_lo, x_hi)).items():
-                counts[k] += v
+        counts = sum_counts(*lane_terms(self.kind, words, x_lo, x_hi))
         if self.kind == "select_x":        # the shared sum(x) tree: its pair sums are adds too
             xs = sum_counts(np.full((1, SIMD), x_lo), np.full((1, SIMD), x_hi))
             xs["adders"] += SIMD // 2
@@ -366,9 +362,9 @@ class MatrixVectorUnit(wiring.Component):
                 counts[k] += xs[k]
         # lanes whose weight changes between words pay for their arithmetic; a constant weight
         # folds into the sum (0 vanishes, 2**k is a shift), any other constant leaves one add (-x, x + 2x)
-        varying = sum(int((words[p].min(0) != words[p].max(0)).sum()) for p in range(PE))
-        const = np.stack([words[p][0] for p in range(PE)])[
-            np.stack([words[p].min(0) == words[p].max(0) for p in range(PE)])]
+        fixed = words.min(axis=1) == words.max(axis=1)          # (PE, SIMD): one weight in every word
+        varying = int((~fixed).sum())
+        const = words[:, 0][fixed]
         const_adds = int(((const < 0) | ((const & (const - 1)) != 0)).sum())   # c < 0 or not 2**k: an add
         if self.kind in ("xnor", "select_x"):
             varying, const_adds = PE * SIMD, 0          # stored as bits: +1/-1 both cost the lane

@@ -16,6 +16,19 @@ def shape_for(lo, hi):
     return streams.elem_shape(ir.int_type_for(int(lo), int(hi)))
 
 
+def _bit_length(v):
+    """int.bit_length of each element of a non-negative int64 array (exact below 2**53)."""
+    return np.where(v > 0, np.frexp(np.maximum(v, 1).astype(np.float64))[1], 0)
+
+
+def widths(lo, hi):
+    """shape_for(lo, hi).width per element of the arrays lo <= hi."""
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    unsigned = np.maximum(1, _bit_length(np.maximum(hi, 0)))
+    signed = np.maximum(_bit_length(np.maximum(-lo - 1, 0)), _bit_length(np.maximum(hi, 0))) + 1
+    return np.where(lo >= 0, unsigned, signed)
+
+
 def lane_kind(wtype, in_type, weight) -> str:
     """The lane arithmetic for these element types and weights (see the module docstring)."""
     wvals = set(np.unique(weight).tolist())
@@ -57,7 +70,7 @@ CARRY_MIN_BITS = 5      # the narrowest sum Yosys' synth_ecp5 puts on a carry ch
 
 def sum_counts(t_lo, t_hi) -> dict:
     """What the registered first level and adder tree over lane terms with bounds t_lo, t_hi
-    (words, SIMD) keep after synthesis: a term that is 0 for every word (a weight that is 0 in
+    (words, SIMD; or (PEs, words, SIMD), summed over the PEs) keep after synthesis: a term that is 0 for every word (a weight that is 0 in
     every word) is a constant Yosys removes, an add with it is a wire. Bits of the registered
     values that remain ("first_bits", "adder_bits" for real adds, "pass_bits" for nodes that
     only pass a value on), the real adds ("adders"), the first level's add bits ("first_add_bits") and
@@ -65,26 +78,25 @@ def sum_counts(t_lo, t_hi) -> dict:
     first level): synth_ecp5 maps a sum of 5 bits or more to CCU2C, narrower ones to LUTs."""
     out = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0, carry_bits=0,
                first_carry_bits=0)
-    lo, hi = t_lo, t_hi
-    live = list((lo != 0).any(axis=0) | (hi != 0).any(axis=0))
+    lo, hi = t_lo, t_hi                 # (..., words, SIMD): leading axes are PEs, counted together
+    live = (lo != 0).any(axis=-2) | (hi != 0).any(axis=-2)
     for level in range(64):
-        n = lo.shape[1]
+        n = lo.shape[-1]
         if n < 2 and level > 0:
             break
-        cut = list(range(0, n, 2))
-        lo, hi = np.add.reduceat(lo, cut, axis=1), np.add.reduceat(hi, cut, axis=1)
-        both = [live[j] and live[j + 1] for j in range(0, n - 1, 2)] + ([False] * (n % 2))
-        live = [any(live[j:j + 2]) for j in cut]
-        bits = [shape_for(lo[:, j].min(), hi[:, j].max()).width for j in range(len(cut))]
-        kept = sum(b for b, v in zip(bits, live) if v)
-        added = sum(b for b, a in zip(bits, both) if a)
-        out["first_carry_bits" if level == 0 else "carry_bits"] += sum(
-            b for b, a in zip(bits, both) if a and b >= CARRY_MIN_BITS)
+        cut = np.arange(0, n, 2)
+        lo, hi = np.add.reduceat(lo, cut, axis=-1), np.add.reduceat(hi, cut, axis=-1)
+        both = np.zeros(live.shape[:-1] + (len(cut),), bool)
+        both[..., :n // 2] = live[..., 0:n - 1:2] & live[..., 1:n:2]
+        live = np.logical_or.reduceat(live, cut, axis=-1)
+        bits = widths(lo.min(axis=-2), hi.max(axis=-2))
+        kept, added = int(bits[live].sum()), int(bits[both].sum())
+        out["first_carry_bits" if level == 0 else "carry_bits"] += int(bits[both & (bits >= CARRY_MIN_BITS)].sum())
         if level == 0:
             out["first_bits"] += kept
             out["first_add_bits"] += added
         else:
-            out["adders"] += sum(both)
+            out["adders"] += int(both.sum())
             out["adder_bits"] += added
             out["pass_bits"] += kept - added
     return out

@@ -360,7 +360,8 @@ def test_netlist_stage_from_verilog_source(tmp_path):
     without such a source keep their name's stage; without the Verilog, names alone decide."""
     from qloom.boards import netlist
     (tmp_path / "accelerator.v").write_text(
-        "module qloom_top(clk);\nendmodule\n\n" "module \\qloom_top.s1_width_4_width (clk);\n  reg a;\n  reg b;\nendmodule\n"
+        "module qloom_top(clk);\nendmodule\n\n"
+        "module \\qloom_top.s1_width_4_width (clk);\n  reg a;\n  reg b;\nendmodule\n"
         "module \\qloom_top.s2_mvu_4 (clk);\nendmodule\nmodule \\qloom_top.s2_mvu_4.ibuf (clk);\n  reg c;\nendmodule\n")
     cells = {
         "link.o__payload_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"src": "accelerator.v:5.3-5.9|x.v:1"},

@@ -200,9 +200,9 @@ class MVUKernel(NodeKernel):
             r.luts += st["const_add_lanes"] * st["xbits"] * costs.c(mem, "adder_bit")
         r.luts += st["adder_bits"] * costs.c(mem, "adder_bit") + st["fix_bits"] * costs.c(mem, "fix_bit")
         base, per_abit = costs.c(mem, "control")
-        r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + base + per_abit * max(1, (st["weights"][1] - 1).bit_length())
+        abits = max(1, (st["weights"][1] - 1).bit_length())           # the weight address
+        r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + base + per_abit * abits
         if st["zero_table"]:     # skipped zero words: the flag table (a LUT4 per 16 words, its muxes) and counter
-            abits = max(1, (st["weights"][1] - 1).bit_length())
             r.luts += 1.5 * math.ceil(st["zero_table"] / 16) + 3 * abits
             r.ffs += 2 * abits + 1
         r.ffs += st["first_bits"] + st["adder_bits"] + st["fix_bits"] + st["acc_bits"] + st["tags"] + 24

@@ -222,24 +222,28 @@ class UARTAccelTop(wiring.Component):
         in_last, out_last = Signal(), Signal()                # registered: frames_in / frames_out == 1
         bi = Signal(range(max(self.bin, 2)))
         bo = Signal(range(max(self.bout, 2)))
+        bi_last, bo_last = Signal(), Signal()                 # registered: bi / bo is the frame's last beat
         counting = Signal()
         take, got = Signal(), Signal()
         m.d.comb += [t.beat.eq(lfsr[:self.win]), take.eq(t.run & i_valid & i_ready),
                      got.eq(t.run & o_valid & o_ready)]
-        # every decision is a register or one gate from registers: the test logic never limits Fmax
+        # every decision is a register or one gate from registers (the last-beat flags too), so the test
+        # logic stays off the critical path; o_ready comes from the transmitter's state through one gate
         with m.If(t.start):
             m.d.core += [t.run.eq(test_n != 0), t.done.eq(test_n == 0), t.beat_valid.eq(test_n != 0),
                          frames_in.eq(test_n), frames_out.eq(test_n), in_last.eq(test_n == 1),
                          out_last.eq(test_n == 1), lfsr.eq(1), bi.eq(0), bo.eq(0), t.cycles.eq(0),
+                         bi_last.eq(self.bin == 1), bo_last.eq(self.bout == 1),
                          t.checksum.eq(0), counting.eq(0)]
         with m.If(take):
             m.d.core += [lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[1])), counting.eq(1)]
-            with m.If(bi == self.bin - 1):
-                m.d.core += [bi.eq(0), frames_in.eq(frames_in - 1), in_last.eq(frames_in == 2)]
+            with m.If(bi_last):
+                m.d.core += [bi.eq(0), bi_last.eq(self.bin == 1), frames_in.eq(frames_in - 1),
+                             in_last.eq(frames_in == 2)]
                 with m.If(in_last):
                     m.d.core += t.beat_valid.eq(0)
             with m.Else():
-                m.d.core += bi.eq(bi + 1)
+                m.d.core += [bi.eq(bi + 1), bi_last.eq(bi == self.bin - 2)]
         with m.If(t.run & (counting | take)):
             m.d.core += t.cycles.eq(t.cycles + 1)
         with m.If(got):                    # the transmitter gives o_ready in IDLE, and stays there
@@ -248,12 +252,13 @@ class UARTAccelTop(wiring.Component):
             for c in chunks[1:]:
                 fold = fold ^ c
             m.d.core += t.checksum.eq(Cat(t.checksum[31], t.checksum[:31]) ^ fold)
-            with m.If(bo == self.bout - 1):
-                m.d.core += [bo.eq(0), frames_out.eq(frames_out - 1), out_last.eq(frames_out == 2)]
+            with m.If(bo_last):
+                m.d.core += [bo.eq(0), bo_last.eq(self.bout == 1), frames_out.eq(frames_out - 1),
+                             out_last.eq(frames_out == 2)]
                 with m.If(out_last):
                     m.d.core += [t.run.eq(0), t.done.eq(1)]
             with m.Else():
-                m.d.core += bo.eq(bo + 1)
+                m.d.core += [bo.eq(bo + 1), bo_last.eq(bo == self.bout - 2)]
         return t
 
 

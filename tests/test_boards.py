@@ -327,8 +327,8 @@ def _uart_sim(top, send: bytes, n_recv: int, divisor: int, max_cycles: int):
     return bytes(got)
 
 
-@pytest.mark.parametrize("frames", [0, 1, 5])
-def test_test_pattern_mode_measures_and_checks(frames):
+@pytest.mark.parametrize("frames,fold", [(0, 0), (1, 0), (5, 0), (5, 1)])
+def test_test_pattern_mode_measures_and_checks(frames, fold):
     """0xB5 + N: N frames from the on-chip LFSR through the accelerator, the report (0x5B, cycles,
     checksum) matches the reference model on the same inputs, and the cycles are the pipeline's:
     latency + (N - 1) * II (+1, the top's output FIFO) for a design whose first layer takes a burst."""
@@ -336,7 +336,8 @@ def test_test_pattern_mode_measures_and_checks(frames):
     from qloom.compiler import builddir
     model, x = tfc.build(1, 1, n_in=16, hidden=(8,), n_out=4, binary_input=True)
     acc = qloom.compile(model, x)
-    f = acc.fold(folding={"1": {"pe": 2, "simd": 4, "banks": 1}, "4": {"pe": 2, "simd": 2}})
+    f = acc.fold(folding=[{"1": {"pe": 2, "simd": 4, "banks": 1}, "4": {"pe": 2, "simd": 2}},      # 4 beats in, 2 out
+                          {"1": {"pe": 8, "simd": 16}, "4": {"pe": 4, "simd": 8}}][fold])         # 1 beat in, 1 out
     dut = DataflowAccelerator(acc.graph, f)
     types = acc.graph.validate()
     ports = {"input": builddir.Port.for_stream("i", dut.in_type, dut.in_n, acc.graph.input_type.shape).to_dict(),

@@ -12,8 +12,8 @@ cell each), block RAMs and DSPs. Cells whose name carries no prefix (Yosys' `$ab
 A name can point at the wrong stage: a register that drives a port takes the port's name, so a
 width converter's shift register was counted with the board top or its consumer. Where the
 accelerator's Verilog (`accelerator.v`, beside the netlist) is given, a cell whose `src` is a line
-of it goes to the stage whose module holds that line, and a LUT or carry cell that only feeds
-flip-flops of one such stage goes with them.
+of it goes to the stage whose module holds that line. A LUT or carry cell that only feeds
+flip-flops of one stage goes with them.
 """
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ def _src_stage(cell, modules):
     return modules[1][i] if i >= 0 else None
 
 
+def _d_bits(cell) -> list:
+    """The nets on a flip-flop's data input (iCE40 D, ECP5 DI)."""
+    return [b for b in (cell["connections"].get("D") or cell["connections"].get("DI") or []) if isinstance(b, int)]
+
+
 def by_stage(netlist_json, verilog=None) -> dict:
     """{stage: {"luts", "ffs", "lone_ffs", "brams", "dsps"}} from a Yosys JSON netlist (path or dict).
     verilog: the accelerator's Verilog (default: accelerator.v beside a netlist path, if there)."""
@@ -76,15 +81,14 @@ def by_stage(netlist_json, verilog=None) -> dict:
         for port in _OUTPUTS.get(cell["type"], ()):
             lut_driven.update(b for b in cell["connections"].get(port, []) if isinstance(b, int))
         if cell["type"].startswith(_FF):
-            for b in (cell["connections"].get("D") or cell["connections"].get("DI") or []):
-                if isinstance(b, int):
-                    ff_stage[b].add(stage[name])
+            for b in _d_bits(cell):
+                ff_stage[b].add(stage[name])
     for name, cell in cells.items():
-        if cell["type"] in _OUTPUTS:
-            feeds = set().union(*[ff_stage.get(b, {None}) for port in _OUTPUTS[cell["type"]]
-                                  for b in cell["connections"].get(port, []) if isinstance(b, int)] or [{None}])
-            if len(feeds) == 1 and None not in feeds:
-                stage[name] = feeds.pop()
+        outs = [b for port in _OUTPUTS.get(cell["type"], ()) for b in cell["connections"].get(port, [])
+                if isinstance(b, int)]
+        feeds = {s for b in outs for s in ff_stage.get(b, {None})}     # None: a net that feeds no flip-flop
+        if len(feeds) == 1 and None not in feeds:
+            stage[name] = feeds.pop()
     out = collections.defaultdict(lambda: {"luts": 0, "ffs": 0, "lone_ffs": 0, "brams": 0, "dsps": 0})
     paired = set()                  # a LUT output pairs with one flip-flop only (one logic cell)
     for name, cell in cells.items():
@@ -95,9 +99,7 @@ def by_stage(netlist_json, verilog=None) -> dict:
         elif t.startswith(_FF):
             row = out[stage[name]]
             row["ffs"] += 1
-            d_in = [b for b in (cell["connections"].get("D") or cell["connections"].get("DI") or [])
-                    if isinstance(b, int)]
-            free = [b for b in d_in if b in lut_driven and b not in paired]
+            free = [b for b in _d_bits(cell) if b in lut_driven and b not in paired]
             if free:
                 paired.add(free[0])
             else:

@@ -50,7 +50,7 @@ from qloom.compiler import ir
 
 from . import streams
 from .inbuf import RAM_STYLES, InputBuffer
-from .mvu_lanes import CARRY_MIN_BITS, lane_kind, lane_terms, lanes, shape_for, sum_counts, tree
+from .mvu_lanes import lane_kind, lane_terms, lanes, shape_for, sum_counts, tree
 
 ROM_STYLES = ("block", "distributed", "logic")
 
@@ -357,7 +357,7 @@ class MatrixVectorUnit(wiring.Component):
             xs = sum_counts(np.full((1, SIMD), x_lo), np.full((1, SIMD), x_hi))
             xs["adders"] += SIMD // 2
             xs["adder_bits"] += xs["first_add_bits"]
-            xs["carry_bits"] += xs["first_add_bits"] if shape_for(2 * x_lo, 2 * x_hi).width >= CARRY_MIN_BITS else 0
+            xs["carry_bits"] += xs["first_carry_bits"]
             for k in ("first_bits", "adders", "adder_bits", "pass_bits", "carry_bits"):
                 counts[k] += xs[k]
         # lanes whose weight changes between words pay for their arithmetic; a constant weight

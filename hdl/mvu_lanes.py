@@ -72,11 +72,11 @@ def sum_counts(t_lo, t_hi) -> dict:
     """What the registered first level and adder tree over lane terms with bounds t_lo, t_hi
     (words, SIMD; or (PEs, words, SIMD), summed over the PEs) keep after synthesis: a term that
     is 0 for every word (a weight that is 0 in every word) is a constant Yosys removes, an add
-    with it is a wire. Bits of the registered
-    values that remain ("first_bits", "adder_bits" for real adds, "pass_bits" for nodes that
-    only pass a value on), the real adds ("adders"), the first level's add bits ("first_add_bits") and
-    the bits of the tree's adds wide enough for a carry chain ("carry_bits"; "first_carry_bits" for the
-    first level): synth_ecp5 maps a sum of 5 bits or more to CCU2C, narrower ones to LUTs."""
+    with it is a wire. Bits of the registered values that remain ("first_bits", "adder_bits" for
+    real adds, "pass_bits" for nodes that only pass a value on), the real adds ("adders"), the
+    first level's add bits ("first_add_bits") and the bits of the tree's adds wide enough for a
+    carry chain ("carry_bits"; "first_carry_bits" for the first level): synth_ecp5 maps a sum of
+    5 bits or more to CCU2C, narrower ones to LUTs."""
     out = dict(first_bits=0, first_add_bits=0, adders=0, adder_bits=0, pass_bits=0, carry_bits=0,
                first_carry_bits=0)
     lo, hi = t_lo, t_hi                 # (..., words, SIMD): leading axes are PEs, counted together

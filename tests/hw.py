@@ -40,6 +40,12 @@ def measured_ii(graph, folding, x_int):
 YOSYS_SYNTH = {"ice40": "synth_ice40 -dsp", "ecp5": "synth_ecp5"}
 
 
+def yosys_luts(cells: dict) -> int:
+    """LUT4 in a Yosys cell count, either family: a CCU2C or a DPR16X4 LUT-RAM counts two."""
+    return (cells.get("SB_LUT4", 0) + cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+            + 2 * cells.get("TRELLIS_DPR16X4", 0))
+
+
 def yosys_cells(component, family, workdir) -> dict:
     """Cell counts of `component` synthesised alone by real Yosys (YoWASP) for `family`."""
     import json

@@ -446,7 +446,7 @@ def test_sparse_mvu_estimate_within_25_percent_of_yosys(tmp_path, family, wkind,
     one (64 words, block RAM): the estimate's LUT4 is within 25% (the content-blind count was 2-5x high
     on digits-mlp-w2a2). Not modelled: on iCE40 a dense LUT-ROM of <= 4 words merges into the lanes'
     LUTs (measured 2219 LUT4 for 2991 estimated, 16 x 64 ternary x uint2 at 8 x 32)."""
-    from hw import yosys_cells
+    from hw import yosys_cells, yosys_luts
 
     from qloom.boards.targets import BOARDS
     rng = np.random.default_rng(7)
@@ -454,8 +454,7 @@ def test_sparse_mvu_estimate_within_25_percent_of_yosys(tmp_path, family, wkind,
     w, _ = _zero_lanes(rng, w, 8, 32, frac)
     stage = _mvu_stage(w, wt, xt, 8, 32)
     est = stage.resources(BOARDS["icebreaker" if family == "ice40" else "ulx3s"]["memory"])
-    c = yosys_cells(stage.build(), family, tmp_path)
-    luts = c.get("SB_LUT4", 0) + c.get("LUT4", 0) + 2 * c.get("CCU2C", 0) + 2 * c.get("TRELLIS_DPR16X4", 0)
+    luts = yosys_luts(yosys_cells(stage.build(), family, tmp_path))
     assert abs(est.luts - luts) <= 0.25 * luts, f"{family} {wkind} {frac}: {luts} LUT4, estimated {est.luts:.0f}"
 
 

@@ -8,7 +8,7 @@ in the tools that moves the counts shows up. Slow: one Yosys run per case.
 """
 import numpy as np
 import pytest
-from hw import yosys_cells
+from hw import yosys_cells, yosys_luts
 
 from qloom.boards.targets import BOARDS
 from qloom.compiler import ir
@@ -20,8 +20,7 @@ BOARD = {"ice40": "icebreaker", "ecp5": "ulx3s"}
 
 def yosys_counts(component, family, d):
     c = yosys_cells(component, family, d)
-    luts = c.get("SB_LUT4", 0) + c.get("LUT4", 0) + 2 * c.get("CCU2C", 0) + 2 * c.get("TRELLIS_DPR16X4", 0)
-    return luts, c.get("SB_RAM40_4K", 0) + c.get("DP16KD", 0)
+    return yosys_luts(c), c.get("SB_RAM40_4K", 0) + c.get("DP16KD", 0)
 
 
 @pytest.mark.slow

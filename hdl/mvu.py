@@ -71,7 +71,7 @@ class MatrixVectorUnit(wiring.Component):
       (a grouped conv's block-diagonal matrix; the conv kernel asks for it when groups > 1).
     mem_reg: one more register after the memory reads (the block RAM output register); a LUT-ROM
       (rom_style "logic") deeper than 32 words then reads in registered levels: 16-word pieces
-      of one LUT4 per bit, then a 16:1 piece select per 4 more address bits.
+      of one LUT4 per bit, then an 8:1 piece select, then a 16:1 select per 4 more address bits.
     """
 
     def __init__(self, weight, wtype, in_type, acc_type, pe, simd, rom_style=None, *, thresholds=None,
@@ -93,9 +93,11 @@ class MatrixVectorUnit(wiring.Component):
         self.nonzero = nonzero if self.skip_zero else None
         self.rom_depth = nonzero.size - zeros + 1 if self.skip_zero else nonzero.size
         # a LUT-ROM deeper than 32 words with the memory register reads in registered levels: 16-word
-        # pieces (a LUT4 per bit), then 16:1 selects, one level per 4 address bits beyond the first 4
+        # pieces (a LUT4 per bit), then an 8:1 select (a piece LUT and 3 mux levels: a 16:1 select there
+        # was 6 LUT levels, the critical path on iCE40), then 16:1 selects (4 mux levels from registers)
         self.split_rom = self.mem_reg and rom_style == "logic" and self.rom_depth > 32
-        self.rom_levels = ((max(self.rom_depth - 1, 1).bit_length() - 1) // 4) if self.split_rom else 0
+        self.rom_selects = self._rom_selects(self.rom_depth) if self.split_rom else []
+        self.rom_levels = len(self.rom_selects)
         self.kind = lane_kind(wtype, in_type, self.weight)
         # the stored weight element: a bit for bipolar weights, else the narrowest Int of the values
         self.wshape = unsigned(1) if self.kind in ("xnor", "select_x") else \
@@ -124,6 +126,17 @@ class MatrixVectorUnit(wiring.Component):
         self.latency = self.sf + self.depth     # first input beat accepted -> first output beat valid
         super().__init__({"i": In(streams.beat_signature(in_type, self.simd)),
                           "o": Out(streams.beat_signature(self.out_type, self.pe))})
+
+    ROM_FAN_IN = (8, 16)      # the split LUT-ROM's first select, then every later one
+
+    @classmethod
+    def _rom_selects(cls, depth: int) -> list[int]:
+        """The split LUT-ROM's select levels: the number of selects in each (the last is 1)."""
+        out, k = [], -(-depth // 16)
+        while k > 1:
+            k = -(-k // cls.ROM_FAN_IN[min(len(out), 1)])
+            out.append(k)
+        return out
 
     @staticmethod
     def _check(weight, wtype, in_type, acc_type, pe, simd, rom_style, ram_style):
@@ -238,9 +251,11 @@ class MatrixVectorUnit(wiring.Component):
                 level.append(port.data.as_value())
             hi = stage(raddr[4:], "rom_hi")
             for n in range(self.rom_levels):
-                level = [stage(Array(level[g:g + 16])[hi[:4]], f"rom_l{n}_{g // 16}", unsigned(wlayout.size))
-                         for g in range(0, len(level), 16)]
-                hi = stage(hi[4:], f"rom_hi{n}") if len(level) > 1 else hi
+                fan = self.ROM_FAN_IN[min(n, 1)]
+                sel = (fan - 1).bit_length()
+                level = [stage(Array(level[g:g + fan])[hi[:sel]], f"rom_l{n}_{g // fan}", unsigned(wlayout.size))
+                         for g in range(0, len(level), fan)]
+                hi = stage(hi[sel:], f"rom_hi{n}") if len(level) > 1 else hi
             w = data.View(wlayout, level[0])
         else:
             attrs = {"rom_style": self.rom_style} if self.rom_style else None
@@ -396,7 +411,7 @@ class MatrixVectorUnit(wiring.Component):
             # the inner selects' registers (the last select's is mem_reg's) and the pieces', per bit column
             # of non-constant pieces (a constant piece's register is a constant Yosys removes)
             "split_rom_bits": rom_pieces * 16 // self.rom_depth * (-(-self.rom_depth // 64) + sum(
-                -(-self.rom_depth // 16 ** (n + 2)) for n in range(self.rom_levels - 1))) if self.split_rom else 0,
+                self.rom_selects[:-1])) if self.split_rom else 0,
             "tags": tags,
         }
 

@@ -318,8 +318,8 @@ def test_two_level_lut_rom(wkind, xt):
 @pytest.mark.parametrize("wkind,xt,n,k", [("bipolar", ir.Int(3, False), 20, 15),     # 300 words: 19 pieces
                                           (2, ir.Bipolar, 18, 30)])                  # 540 words: 34 pieces
 def test_three_level_lut_rom(wkind, xt, n, k):
-    """A LUT-ROM deeper than 256 words reads in three registered levels (pieces, two 16:1 selects):
-    one cycle more than two levels, bit-exact under stalls, the latency the unit's."""
+    """A LUT-ROM deeper than 128 words reads in three registered levels (pieces, an 8:1 select, a 16:1
+    select): one cycle more than two levels, bit-exact under stalls, the latency the unit's."""
     rng = np.random.default_rng(12)
     w, wt = make_weights(rng, wkind, n, k)
     g, acc = dense_case(w, wt, xt)
@@ -333,6 +333,13 @@ def test_three_level_lut_rom(wkind, xt, n, k):
     got, t_in, t_out = drive(dut, [b for row in x for b in streams.to_beats(xt, row, 1)], 2 * n)
     assert t_out[0] - t_in[0] == dut.latency
     assert (np.array(streams.from_beats(acc, got, 1)).reshape(2, n) == reference.run(g, x)).all()
+
+
+def test_split_lut_rom_select_levels():
+    """Selects per level of a split LUT-ROM: 16-word pieces, an 8:1 select, then 16:1 selects."""
+    sel = MatrixVectorUnit._rom_selects
+    assert sel(16) == [] and sel(33) == [1] and sel(128) == [1]
+    assert sel(129) == [2, 1] and sel(2048) == [16, 1] and sel(2049) == [17, 2, 1] and sel(7168) == [56, 4, 1]
 
 
 def test_lut_rom_cost_counts_nonconstant_pieces():

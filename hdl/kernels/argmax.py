@@ -23,14 +23,21 @@ class ArgMaxKernel(NodeKernel):
     def cycles(self):
         return self.in_type.size // self.in_n
 
-    latency = ArgMax.LATENCY         # fixed by the unit: no need to build one to read it
+    @property
+    def latency(self):
+        return ArgMax.latency_for(self.in_n)         # fixed by the unit: no need to build one to read it
 
     def frame_times(self, first, last):
         return last + self.latency, last + self.latency       # one beat, after the whole vector
 
     def resources(self, mem):
         bits = self.in_type.dtype.bits
-        return Resources(luts=self.in_n * bits * 2 + 16, ffs=bits + 16, depth=2)
+        # the tree's level registers: ceil(k/2) (value, lane) pairs after a level of k candidates
+        tree_ffs, k = 0, self.in_n
+        while k > 1:
+            k = -(-k // 2)
+            tree_ffs += k * (bits + max(1, (self.in_n - 1).bit_length())) + 1
+        return Resources(luts=self.in_n * bits * 2 + 16, ffs=bits + 16 + tree_ffs, depth=self.latency)
 
 
 @register(ir.Flatten)

@@ -124,7 +124,8 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) 
     goes (block RAM, or LUTs / flip-flops / ECP5 LUT-RAM) so that the block RAMs left over are spent
     where they save the most LUTs. A Dense fed in bursts by the accelerator's input gets one buffer
     bank; ECP5 gets the register after the memory reads, iCE40 where a deep memory reads through a mux
-    (not with `lean`: fewer flip-flops, for a design at the edge of the device)."""
+    (not with `lean`: fewer flip-flops, for a design at the edge of the device); on ECP5 a block-RAM
+    weight memory deeper than one row of block RAMs reads its rows into registers before the select."""
     from qloom.compiler import ir
     from qloom.hdl import folding as folding_mod
     from qloom.hdl.kernels import divisors, kernel_for
@@ -134,7 +135,7 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) 
     types = graph.validate()
     users = graph.consumers()
     base = folding_mod.fold(graph, target_ii=target_ii)
-    out, mems = {}, []
+    out, mems, rom_shape = {}, [], {}
     for node in folding_mod.foldable_layers(graph):
         k = kernel_for(node)
         if getattr(k, "options", None) is None:     # no memory options (the depthwise vector unit): fold's choice
@@ -160,18 +161,29 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) 
             f.update(fixed)
             # this layer alone: each memory where it costs least, block RAMs at `worth` LUTs
             f.update({name: min(o, key=lambda st: o[st][1] + worth * o[st][0]) for name, o in items})
-            r = _mvu_stage(k, node, types, f, absorb).resources(mem)
+            stage = _mvu_stage(k, node, types, f, absorb)
+            r = stage.resources(mem)
             cost = r.luts + r.lone_ffs + r.pack_luts + worth * r.brams
             if best is None or cost < best[0]:
-                best = (cost, f, items)
+                st = stage.unit.structure()
+                best = (cost, f, items, (st["rom_live_bits"], st["weights"][1]))
         out[node.name] = best[1]
         mems += [(node.name, name, opts) for name, opts in best[2]]
+        rom_shape[node.name] = best[3]
     # the block RAMs the rest of the design takes (width converters, window generators, ...)
     fixed_brams = sum(s.resources(mem).brams for s in folding_mod.plan(graph, out) if s.kind != "mvu")
     budget = info["capacity"]["brams"] - fixed_brams - BRAM_SLACK[family]
     choice = _allocate([o for _, _, o in mems], budget)
     for (layer, name, _), style in zip(mems, choice):
         out[layer][name] = style
+    if family == "ecp5":
+        # a block-RAM weight memory of more than one row of DP16KDs: banks of one row, each read into
+        # a register before the bank select (the select after the block RAM's clock-to-out was the
+        # critical path)
+        for layer, (w, d) in rom_shape.items():
+            f = out[layer]
+            if f.get("weights") == "block" and f.get("mem_reg") and w and d > mem.row_depth(w, d):
+                f["rom_bank"] = mem.row_depth(w, d)
     return out
 
 

@@ -72,10 +72,14 @@ class MatrixVectorUnit(wiring.Component):
     mem_reg: one more register after the memory reads (the block RAM output register); a LUT-ROM
       (rom_style "logic") deeper than 32 words then reads in registered levels: 16-word pieces
       of one LUT4 per bit, then an 8:1 piece select, then a 16:1 select per 4 more address bits.
+    rom_bank: with mem_reg and rom_style "block", a weight memory deeper than this many words (a
+      power of two: the depth of one block RAM row) is built as banks of that depth, each read into
+      a register of its own before the bank select (ECP5's DP16KD has a 5.6 ns clock-to-out; the
+      select after it was cnv-w1a1's critical path): one cycle more.
     """
 
     def __init__(self, weight, wtype, in_type, acc_type, pe, simd, rom_style=None, *, thresholds=None,
-                 banks=2, ram_style=None, mem_reg=False, skip_zero=False):
+                 banks=2, ram_style=None, mem_reg=False, skip_zero=False, rom_bank=None):
         self.weight = self._check(weight, wtype, in_type, acc_type, pe, simd, rom_style, ram_style)
         n, k = self.weight.shape
         self.wtype, self.in_type, self.acc_type = wtype, in_type, acc_type
@@ -98,6 +102,11 @@ class MatrixVectorUnit(wiring.Component):
         self.split_rom = self.mem_reg and rom_style == "logic" and self.rom_depth > 32
         self.rom_selects = self._rom_selects(self.rom_depth) if self.split_rom else []
         self.rom_levels = len(self.rom_selects)
+        if rom_bank is not None and (int(rom_bank) < 2 or int(rom_bank) & (int(rom_bank) - 1)):
+            raise ValueError(f"rom_bank must be a power of two of at least 2 words, got {rom_bank!r}")
+        self.rom_banks = -(-self.rom_depth // int(rom_bank)) if (
+            rom_bank and self.mem_reg and rom_style == "block" and self.rom_depth > int(rom_bank)) else 1
+        self.rom_bank = int(rom_bank) if self.rom_banks > 1 else None
         self.kind = lane_kind(wtype, in_type, self.weight)
         # the stored weight element: a bit for bipolar weights, else the narrowest Int of the values
         self.wshape = unsigned(1) if self.kind in ("xnor", "select_x") else \
@@ -121,7 +130,7 @@ class MatrixVectorUnit(wiring.Component):
         self.tree_levels = (n1 - 1).bit_length()
         # issue -> read (1) [-> mem_reg [+ split ROM levels]] -> lanes (1) -> tree levels [-> fix] -> acc (1)
         # -> output FIFO (1)
-        self.mem_stages = self.mem_reg + max(0, self.rom_levels - 1)
+        self.mem_stages = self.mem_reg + max(0, self.rom_levels - 1) + (self.rom_banks > 1)
         self.depth = 1 + self.mem_stages + 1 + self.tree_levels + (self.kind == "select_x") + 1 + 1
         self.latency = self.sf + self.depth     # first input beat accepted -> first output beat valid
         super().__init__({"i": In(streams.beat_signature(in_type, self.simd)),
@@ -257,6 +266,20 @@ class MatrixVectorUnit(wiring.Component):
                          for g in range(0, len(level), fan)]
                 hi = stage(hi[sel:], f"rom_hi{n}") if len(level) > 1 else hi
             w = data.View(wlayout, level[0])
+        elif self.rom_banks > 1:
+            # block RAM banks of one row each, every bank's read registered before the select
+            sel = (self.rom_bank - 1).bit_length()
+            bank_q = []
+            for b in range(self.rom_banks):
+                bank = memory.Memory(shape=wlayout, depth=min(self.rom_bank, len(rows) - b * self.rom_bank),
+                                     init=rows[b * self.rom_bank:(b + 1) * self.rom_bank],
+                                     attrs={"rom_style": "block"})
+                m.submodules[f"rom{b}"] = bank
+                port = bank.read_port()
+                m.d.comb += [port.addr.eq(raddr[:sel]), port.en.eq(adv)]
+                bank_q.append(stage(port.data.as_value(), f"w_bank{b}"))
+            hi = stage(stage(raddr[sel:], "bank_hi"), "bank_q")
+            w = stage(Array(bank_q)[hi], "w_q", wlayout)
         else:
             attrs = {"rom_style": self.rom_style} if self.rom_style else None
             m.submodules.rom = rom = memory.Memory(shape=wlayout, depth=len(rows), attrs=attrs, init=rows)
@@ -407,7 +430,8 @@ class MatrixVectorUnit(wiring.Component):
             "zero_table": NF * SF if self.skip_zero else 0,
             "buffer": (SIMD * xbits, self.slots * self.banks),
             # the weight register keeps the bit columns that vary (a constant 0 column is removed)
-            "mem_reg_bits": rom_live_bits * self.mem_reg + SIMD * xbits * self.mem_stages,
+            "mem_reg_bits": rom_live_bits * (self.mem_reg + (self.rom_banks if self.rom_banks > 1 else 0))
+            + SIMD * xbits * self.mem_stages,
             # the inner selects' registers (the last select's is mem_reg's) and the pieces', per bit column
             # of non-constant pieces (a constant piece's register is a constant Yosys removes)
             "split_rom_bits": rom_pieces * 16 // self.rom_depth * (-(-self.rom_depth // 64) + sum(

@@ -335,6 +335,32 @@ def test_three_level_lut_rom(wkind, xt, n, k):
     assert (np.array(streams.from_beats(acc, got, 1)).reshape(2, n) == reference.run(g, x)).all()
 
 
+@pytest.mark.parametrize("wkind,xt,n,k,bank", [("bipolar", ir.Int(3, False), 20, 15, 64),   # 300 words: 5 banks
+                                               (3, ir.Bipolar, 12, 10, 32),              # 120 words: 4, last 24
+                                               ("ternary", ir.Int(2, True), 8, 9, 16)])   # 72 words: 5, last 8
+def test_banked_block_rom(wkind, xt, n, k, bank):
+    """rom_bank: a block-RAM weight memory built as banks of `bank` words, each read registered before
+    the select: one cycle more than the plain memory register, bit-exact under stalls, the latency the
+    unit's; a memory no deeper than one bank is not split."""
+    rng = np.random.default_rng(13)
+    w, wt = make_weights(rng, wkind, n, k)
+    g, acc = dense_case(w, wt, xt)
+    dut = MatrixVectorUnit(w, wt, xt, acc, 1, 1, rom_style="block", mem_reg=True, rom_bank=bank)
+    plain = MatrixVectorUnit(w, wt, xt, acc, 1, 1, rom_style="block", mem_reg=True)
+    assert dut.rom_banks == -(-n * k // bank) > 1 and dut.depth == plain.depth + 1
+    assert MatrixVectorUnit(w, wt, xt, acc, 1, 1, rom_style="block", mem_reg=True, rom_bank=512).rom_banks == 1
+    assert MatrixVectorUnit(w, wt, xt, acc, 1, 1, rom_style="logic", mem_reg=True, rom_bank=bank).rom_banks == 1
+    assert dut.structure()["mem_reg_bits"] > plain.structure()["mem_reg_bits"]
+    check(w, wt, xt, 1, 1, make_inputs(rng, xt, 2, k), rom_style="block", mem_reg=True, rom_bank=bank,
+          stall_in=0.3, stall_out=0.3)
+    x = make_inputs(rng, xt, 2, k)
+    got, t_in, t_out = drive(dut, [b for row in x for b in streams.to_beats(xt, row, 1)], 2 * n)
+    assert t_out[0] - t_in[0] == dut.latency
+    assert (np.array(streams.from_beats(acc, got, 1)).reshape(2, n) == reference.run(g, x)).all()
+    with pytest.raises(ValueError, match="rom_bank must be a power of two"):
+        MatrixVectorUnit(w, wt, xt, acc, 1, 1, rom_style="block", mem_reg=True, rom_bank=48)
+
+
 def test_split_lut_rom_select_levels():
     """Selects per level of a split LUT-ROM: 16-word pieces, an 8:1 select, then 16:1 selects."""
     sel = MatrixVectorUnit._rom_selects

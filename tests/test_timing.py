@@ -161,3 +161,24 @@ def test_board_options_keep_ii_latency_and_bits(opts):
     m = timing.check(g, f, x)
     assert m["latency"] == m["latency_estimate"]
     assert (simulate(g, f, x, stall_in=0.3, stall_out=0.4, seed=3) == reference.run(g, x)).all()
+
+
+def test_banked_weight_rom_keeps_ii_latency_and_bits():
+    """rom_bank (boards/fit.py on ECP5: a weight memory deeper than one row of DP16KDs) in a whole
+    accelerator: 768 words in banks of 256, II and latency exact, bit-exact under random stalls."""
+    from hw import simulate
+    from qloom.compiler import reference
+    rng = np.random.default_rng(8)
+    w1, w2 = rng.choice([-1, 1], size=(16, 96)), rng.choice([-1, 1], size=(8, 16))
+    g = ir.Graph("x", ir.TensorType((96,), ir.Bipolar), [
+        ir.Dense("d0", ["x"], "a0", weight=w1, wtype=ir.Bipolar),
+        ir.MultiThreshold("t0", ["a0"], "y0", thresholds=rng.integers(-6, 7, size=(16, 1)), out_type=ir.Bipolar,
+                          base=-1),
+        ir.Dense("d1", ["y0"], "a1", weight=w2, wtype=ir.Bipolar)], "a1")
+    opts = {"mem_reg": True, "weights": "block", "ibuf": "block"}
+    f = {"d0": {"pe": 1, "simd": 2, "rom_bank": 256, **opts}, "d1": {"pe": 1, "simd": 4, **opts}}
+    assert [s.unit.rom_banks for s in folding.plan(g, f) if s.kind == "mvu"] == [3, 1]
+    x = frames(rng, g, 4)
+    m = timing.check(g, f, x)
+    assert m["latency"] == m["latency_estimate"]
+    assert (simulate(g, f, x, stall_in=0.3, stall_out=0.4, seed=4) == reference.run(g, x)).all()

@@ -55,6 +55,12 @@ class MemoryModel:
             return 0
         return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in self.configs)
 
+    def row_depth(self, width: int, depth: int) -> int:
+        """The depth of one row of block RAMs of a width x depth memory: of the aspect ratios that take
+        the fewest blocks, the shallowest (a bank of that depth then has one reading for Yosys)."""
+        n = self.blocks(width, depth)
+        return min(d for w, d in self.configs if math.ceil(width / w) * math.ceil(depth / d) == n)
+
     def place(self, width: int, depth: int) -> tuple[int, float]:
         """(block RAMs, LUTs) for a width x depth memory under the depth rule."""
         if depth >= self.min_depth:

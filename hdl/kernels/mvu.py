@@ -19,7 +19,8 @@ from .swg import SWGKernel
 OPTIONS = {"weights": ("block", "distributed", "logic"),   # the weight memory's rom_style
            "ibuf": ("block", "distributed", "logic"),      # the input buffer's ram_style
            "banks": (1, 2),                                # input buffer banks
-           "mem_reg": (False, True)}                       # register after the memory reads
+           "mem_reg": (False, True),                       # register after the memory reads
+           "rom_bank": (None, *(2 ** k for k in range(8, 15)))}  # block-RAM weight banks, registered
 
 
 def conv_matrix(node: ir.Conv2d, in_channels: int) -> np.ndarray:
@@ -139,7 +140,7 @@ class MVUKernel(NodeKernel):
         return MatrixVectorUnit(self.weight, self.wtype, self.in_type.dtype, self.acc_type, self.pe, self.simd,
                                 rom_style=e.get("weights", self.default_rom_style()),
                                 thresholds=self.thresholds, banks=e.get("banks", 2),
-                                ram_style=e.get("ibuf"), mem_reg=e.get("mem_reg", False),
+                                ram_style=e.get("ibuf"), mem_reg=e.get("mem_reg", False), rom_bank=e.get("rom_bank"),
                                 skip_zero=getattr(self.node, "groups", 1) > 1)
 
     @property

@@ -85,7 +85,8 @@ def main():
             est = s.resources(mem).row()
             row = {"net": name, "family": family, "stage": s.name, "kind": s.kind, "real": real, "est": est,
                    "pe": s.extra.get("pe"), "simd": s.extra.get("simd"),
-                   "options": {k: v for k, v in s.extra.items() if k in ("weights", "ibuf", "banks", "mem_reg", "rom_bank")}}
+                   "options": {k: v for k, v in s.extra.items()
+                               if k in ("weights", "ibuf", "banks", "mem_reg", "rom_bank")}}
             rows.append(row)
             for k in tot:
                 tot[k][0] += real[k]

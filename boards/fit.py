@@ -147,7 +147,7 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) 
         nxt = users[node.output]
         absorb = nxt[0] if len(nxt) == 1 and node.output != graph.output and k.absorbs(node, nxt[0], types) else None
         first = isinstance(node, ir.Dense) and node.inputs[0] == graph.input and len(users[graph.input]) == 1
-        # an argmax compares PE values a cycle in one combinational chain: feed it one at a time
+        # an argmax compares a wide beat in a registered tree: feed it one value at a time where the II allows
         to_argmax = len(nxt) == 1 and isinstance(nxt[0], ir.ArgMax)
         shapes = [(pe, simd) for pe in divisors(n) for simd in divisors(kk)
                   if pe * simd == lanes and k.node_cycles(node, types, pe, simd) <= cyc]

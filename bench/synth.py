@@ -129,6 +129,8 @@ def main():
     ap.add_argument("--per-stage", action="store_true",
                     help="print each stage's real/estimated LUT4, FF, lone FF, BRAM")
     ap.add_argument("--search", action="store_true", help="also build the foldings 1 and 2 steps faster")
+    ap.add_argument("--max-lanes", type=int, default=None,
+                    help="cap on PE x SIMD per layer (default: the board's; ulx3s 2048)")
     ap.add_argument("--out", default="build/bench/synth")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -148,7 +150,7 @@ def main():
         model, x = build(name)
         acc = qloom.compile(model, x, argmax=True)
         t0 = time.perf_counter()
-        r = boards.fastest_fit(acc.graph, board)
+        r = boards.fastest_fit(acc.graph, board, max_lanes=args.max_lanes)
         if r is None:
             print(f"{name} {board}: even the fully folded design is estimated not to fit", flush=True)
             continue

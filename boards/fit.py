@@ -198,19 +198,20 @@ def widest_layer(folding: dict) -> int:
     return max((v["pe"] * v.get("simd", 1) for v in folding.values()), default=0)
 
 
-def fastest_fit(graph, board: str, margin: float | None = None):
+def fastest_fit(graph, board: str, margin: float | None = None, max_lanes: int | None = None):
     """(target_ii, folding, estimate) of the fastest folding the estimates say fits `board`, or None.
 
     Target II grows geometrically from 1 to the fully folded II, then bisects between the
-    last target that overflows and the first that fits. A board's `max_lanes` caps PE x SIMD per
-    layer (ECP5: wider layers did not route in reasonable time).
+    last target that overflows and the first that fits. `max_lanes` (default: the board's) caps
+    PE x SIMD per layer (ECP5: wider layers take far longer to place and route).
     """
     from qloom.hdl import folding as folding_mod
     if board not in BOARDS or board == "generic":
         raise SynthError(f"no capacity for board {board!r}; boards: icebreaker, ulx3s")
     cache = {}
 
-    max_lanes = BOARDS[board].get("max_lanes")
+    if max_lanes is None:
+        max_lanes = BOARDS[board].get("max_lanes")
 
     def at(ii):
         if ii not in cache:

@@ -170,6 +170,9 @@ def test_ecp5_fit_caps_lanes_per_layer(mlp):
     if ii > 1:
         g = fit.board_folding(acc.graph, "ulx3s", ii - 1)
         assert fit.widest_layer(g) > cap or boards.fits(boards.estimate_for(acc.graph, g, "ulx3s"), "ulx3s")
+    # a cap of the caller's: never wider, never faster
+    ii2, f2, _ = boards.fastest_fit(acc.graph, "ulx3s", max_lanes=16)
+    assert fit.widest_layer(f) > 16 and fit.widest_layer(f2) <= 16 and ii2 > ii
 
 def test_ecp5_fit_banks_deep_block_weight_roms():
     """On ECP5 a block-RAM weight memory deeper than one row of DP16KDs gets rom_bank (banks of one row,

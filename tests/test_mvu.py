@@ -368,6 +368,23 @@ def test_split_lut_rom_select_levels():
     assert sel(129) == [2, 1] and sel(2048) == [16, 1] and sel(2049) == [17, 2, 1] and sel(7168) == [56, 4, 1]
 
 
+def test_split_lut_rom_registers_count_distinct_pieces():
+    """A split LUT-ROM's registers: one per distinct non-constant 16-word piece (equal pieces share their
+    address and merge) plus the inner selects with a non-constant input: PE copies of one row's weights
+    cost what one copy costs, constant columns cost nothing."""
+    rng = np.random.default_rng(4)
+    one = rng.choice([-1, 1], size=(1, 512))
+    args = (ir.Bipolar, ir.Bipolar, ir.Int(12, True))
+
+    def regs(w, pe):
+        return MatrixVectorUnit(w, *args, pe, 1, rom_style="logic", mem_reg=True).structure()["split_rom_bits"]
+    base = regs(one, 1)                       # 512 words: 32 pieces, 4 live selects in the inner level
+    assert base == len({tuple(c) for c in ((one.reshape(-1, 16) > 0).astype(int))}) + 4
+    assert regs(np.repeat(one, 4, axis=0), 4) == base
+    assert regs(np.vstack([one, -np.ones_like(one)]), 2) == base
+    assert regs(-np.ones((2, 512), np.int64), 2) == 0
+
+
 def test_lut_rom_cost_counts_nonconstant_pieces():
     """A LUT-ROM's estimate counts the non-constant 16-word pieces of the stored bits: dense random
     weights cost what the content-blind model says, mostly-zero weights far less."""

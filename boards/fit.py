@@ -117,15 +117,17 @@ def _allocate(items, budget: int) -> list:
     return min(best.values())[1]
 
 
-def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) -> dict:
+def board_folding(graph, board: str, target_ii: int | None, lean: bool = False, bank_roms: bool = False) -> dict:
     """A folding for `board`: per foldable layer, among the (PE, SIMD) with the fewest lanes that meet
     target_ii (the fastest when none does), the one cheapest on the device (PE before SIMD when that
     packs block RAMs better or keeps buffers narrow); then where each weight memory and input buffer
     goes (block RAM, or LUTs / flip-flops / ECP5 LUT-RAM) so that the block RAMs left over are spent
     where they save the most LUTs. A Dense fed in bursts by the accelerator's input gets one buffer
     bank; ECP5 gets the register after the memory reads, iCE40 where a deep memory reads through a mux
-    (not with `lean`: fewer flip-flops, for a design at the edge of the device); on ECP5 a block-RAM
-    weight memory deeper than one row of block RAMs reads its rows into registers before the select."""
+    (not with `lean`: fewer flip-flops, for a design at the edge of the device). `bank_roms` (ECP5): a
+    block-RAM weight memory deeper than one row of block RAMs reads each row into a register before
+    the select (off by default: measured no faster where the input buffer's read sets the clock, and
+    cnv-w1a1 routed far slower with it; see docs/boards.md)."""
     from qloom.compiler import ir
     from qloom.hdl import folding as folding_mod
     from qloom.hdl.kernels import divisors, kernel_for
@@ -176,7 +178,7 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False) 
     choice = _allocate([o for _, _, o in mems], budget)
     for (layer, name, _), style in zip(mems, choice):
         out[layer][name] = style
-    if family == "ecp5":
+    if bank_roms and family == "ecp5":
         # a block-RAM weight memory of more than one row of DP16KDs: banks of one row, each read into
         # a register before the bank select (the select after the block RAM's clock-to-out was the
         # critical path)

@@ -175,8 +175,9 @@ def test_ecp5_fit_caps_lanes_per_layer(mlp):
     assert fit.widest_layer(f) > 16 and fit.widest_layer(f2) <= 16 and ii2 > ii
 
 def test_ecp5_fit_banks_deep_block_weight_roms():
-    """On ECP5 a block-RAM weight memory deeper than one row of DP16KDs gets rom_bank (banks of one row,
-    each read registered before the select); a one-row memory and every iCE40 memory do not."""
+    """bank_roms: on ECP5 a block-RAM weight memory deeper than one row of DP16KDs gets rom_bank (banks of
+    one row, each read registered before the select); a one-row memory, every iCE40 memory and the
+    default folding do not."""
     from qloom.boards import fit
     from qloom.compiler import ir
     from qloom.hdl import folding as folding_mod
@@ -185,7 +186,7 @@ def test_ecp5_fit_banks_deep_block_weight_roms():
         ir.Dense("d0", ["x"], "y0", weight=rng.choice([-1, 1], size=(128, 256)), wtype=ir.Bipolar),
         ir.Dense("d1", ["y0"], "y1", weight=rng.choice([-1, 1], size=(8, 128)), wtype=ir.Bipolar)], "y1")
     g.validate()
-    f = fit.board_folding(g, "ulx3s", 2048)
+    f = fit.board_folding(g, "ulx3s", 2048, bank_roms=True)
     mem = boards.BOARDS["ulx3s"]["memory"]
     for s in folding_mod.plan(g, f):
         if s.kind != "mvu":
@@ -195,7 +196,8 @@ def test_ecp5_fit_banks_deep_block_weight_roms():
         assert f[s.name].get("rom_bank") == (mem.row_depth(w, d) if deep else None)
         assert s.unit.rom_banks == (-(-d // mem.row_depth(w, d)) if deep else 1)
     assert f["d0"].get("rom_bank")                  # 16 x 2048 bits: two rows of 1024 x 18
-    assert not any("rom_bank" in v for v in fit.board_folding(g, "icebreaker", 2048).values())
+    assert not any("rom_bank" in v for v in fit.board_folding(g, "icebreaker", 2048, bank_roms=True).values())
+    assert not any("rom_bank" in v for v in fit.board_folding(g, "ulx3s", 2048).values())
 
 
 def test_synth_errors_without_running_tools(tmp_path):

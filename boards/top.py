@@ -224,6 +224,10 @@ class UARTAccelTop(wiring.Component):
         bo = Signal(range(max(self.bout, 2)))
         bi_last, bo_last = Signal(), Signal()                 # registered: bi / bo is the frame's last beat
         counting = Signal()
+        # registered: this cycle counts (the count lands a cycle later, so the 32-bit counter's enable
+        # comes from a flip-flop, not from the accelerator's ready across the chip: tfc-w2a2's ECP5 path);
+        # `finish` holds `done` back that cycle
+        inc, finish = Signal(), Signal()
         take, got = Signal(), Signal()
         m.d.comb += [t.beat.eq(lfsr[:self.win]), take.eq(t.run & i_valid & i_ready),
                      got.eq(t.run & o_valid & o_ready)]
@@ -244,8 +248,11 @@ class UARTAccelTop(wiring.Component):
                     m.d.core += t.beat_valid.eq(0)
             with m.Else():
                 m.d.core += [bi.eq(bi + 1), bi_last.eq(bi == self.bin - 2)]
-        with m.If(t.run & (counting | take)):
+        m.d.core += inc.eq(t.run & (counting | take))
+        with m.If(inc):
             m.d.core += t.cycles.eq(t.cycles + 1)
+        with m.If(finish):
+            m.d.core += [finish.eq(0), t.done.eq(1)]
         with m.If(got):                    # the transmitter gives o_ready in IDLE, and stays there
             chunks = [o_payload[k:k + 32] for k in range(0, self.wout, 32)]
             fold = chunks[0]
@@ -256,7 +263,7 @@ class UARTAccelTop(wiring.Component):
                 m.d.core += [bo.eq(0), bo_last.eq(self.bout == 1), frames_out.eq(frames_out - 1),
                              out_last.eq(frames_out == 2)]
                 with m.If(out_last):
-                    m.d.core += [t.run.eq(0), t.done.eq(1)]
+                    m.d.core += [t.run.eq(0), finish.eq(1)]
             with m.Else():
                 m.d.core += [bo.eq(bo + 1), bo_last.eq(bo == self.bout - 2)]
         return t

@@ -137,7 +137,7 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False, 
     types = graph.validate()
     users = graph.consumers()
     base = folding_mod.fold(graph, target_ii=target_ii)
-    out, mems, rom_shape = {}, [], {}
+    out, mems, chosen = {}, [], {}
     for node in folding_mod.foldable_layers(graph):
         k = kernel_for(node)
         if getattr(k, "options", None) is None:     # no memory options (the depthwise vector unit): fold's choice
@@ -167,11 +167,10 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False, 
             r = stage.resources(mem)
             cost = r.luts + r.lone_ffs + r.pack_luts + worth * r.brams
             if best is None or cost < best[0]:
-                st = stage.unit.structure()
-                best = (cost, f, items, (st["rom_live_bits"], st["weights"][1]))
+                best = (cost, f, items, stage)
         out[node.name] = best[1]
         mems += [(node.name, name, opts) for name, opts in best[2]]
-        rom_shape[node.name] = best[3]
+        chosen[node.name] = best[3]
     # the block RAMs the rest of the design takes (width converters, window generators, ...)
     fixed_brams = sum(s.resources(mem).brams for s in folding_mod.plan(graph, out) if s.kind != "mvu")
     budget = info["capacity"]["brams"] - fixed_brams - BRAM_SLACK[family]
@@ -182,9 +181,13 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False, 
         # a block-RAM weight memory of more than one row of DP16KDs: banks of one row, each read into
         # a register before the bank select (the select after the block RAM's clock-to-out was the
         # critical path)
-        for layer, (w, d) in rom_shape.items():
+        for layer, stage in chosen.items():
             f = out[layer]
-            if f.get("weights") == "block" and f.get("mem_reg") and w and d > mem.row_depth(w, d):
+            if f.get("weights") != "block" or not f.get("mem_reg"):
+                continue
+            st = stage.unit.structure()
+            w, d = st["rom_live_bits"], st["weights"][1]
+            if w and d > mem.row_depth(w, d):
                 f["rom_bank"] = mem.row_depth(w, d)
     return out
 

@@ -139,11 +139,16 @@ class MatrixVectorUnit(wiring.Component):
     ROM_FAN_IN = (8, 16)      # the split LUT-ROM's first select, then every later one
 
     @classmethod
+    def _rom_fan_in(cls, level: int) -> int:
+        """Inputs of one select in level `level` of a split LUT-ROM."""
+        return cls.ROM_FAN_IN[min(level, 1)]
+
+    @classmethod
     def _rom_selects(cls, depth: int) -> list[int]:
         """The split LUT-ROM's select levels: the number of selects in each (the last is 1)."""
         out, k = [], -(-depth // 16)
         while k > 1:
-            k = -(-k // cls.ROM_FAN_IN[min(len(out), 1)])
+            k = -(-k // cls._rom_fan_in(len(out)))
             out.append(k)
         return out
 
@@ -260,7 +265,7 @@ class MatrixVectorUnit(wiring.Component):
                 level.append(port.data.as_value())
             hi = stage(raddr[4:], "rom_hi")
             for n in range(self.rom_levels):
-                fan = self.ROM_FAN_IN[min(n, 1)]
+                fan = self._rom_fan_in(n)
                 sel = (fan - 1).bit_length()
                 level = [stage(Array(level[g:g + fan])[hi[:sel]], f"rom_l{n}_{g // fan}", unsigned(wlayout.size))
                          for g in range(0, len(level), fan)]
@@ -378,9 +383,14 @@ class MatrixVectorUnit(wiring.Component):
         266 of 512 bits, 8 DP16KD, not 15)."""
         bits = self._weight_bits()
         live = int((bits.min(axis=0) != bits.max(axis=0)).sum())
-        bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
-        ones = bits.reshape(-1, 16, bits.shape[1]).sum(axis=1)
+        ones = self._rom_pieces(bits).sum(axis=1)
         return int(((ones != 0) & (ones != 16)).sum()), live
+
+    @staticmethod
+    def _rom_pieces(bits: np.ndarray) -> np.ndarray:
+        """The stored bits (word, bit column) as 16-word pieces (piece, word, bit column), zero-padded."""
+        bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
+        return bits.reshape(-1, 16, bits.shape[1])
 
     def _split_rom_regs(self) -> int:
         """A split LUT-ROM's registers before the last select's (that one is mem_reg's), by its contents:
@@ -388,13 +398,12 @@ class MatrixVectorUnit(wiring.Component):
         inner level (pieces and selects share their address, so Yosys merges equal ones with their
         registers; a constant is no register). Measured with Yosys on iCE40: 128, 512 and 1024 words,
         within 10%."""
-        bits = self._weight_bits()
-        bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
-        cols = bits.shape[1]
-        codes = (bits.reshape(-1, 16, cols).transpose(0, 2, 1) << np.arange(16)).sum(axis=2)   # (piece, column)
+        pieces = self._rom_pieces(self._weight_bits())
+        cols = pieces.shape[2]
+        codes = (pieces.transpose(0, 2, 1) << np.arange(16)).sum(axis=2)      # (piece, column): its 16 bits
         const = (codes == 0) | (codes == 0xFFFF)
         regs = len(np.unique(codes[~const]))
-        for fan in [self.ROM_FAN_IN[min(n, 1)] for n in range(self.rom_levels - 1)]:
+        for fan in [self._rom_fan_in(n) for n in range(self.rom_levels - 1)]:
             codes = np.vstack([codes, np.zeros(((-len(codes)) % fan, cols), np.int64)])
             groups = codes.reshape(-1, fan, cols).transpose(0, 2, 1).reshape(-1, fan)     # (select, input)
             same = (groups == groups[:, :1]).all(axis=1) & ((groups[:, 0] == 0) | (groups[:, 0] == 0xFFFF))

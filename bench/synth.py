@@ -9,7 +9,8 @@ the whole design (Yosys LUT4 cells / lanes) and for the MVUs alone, and the shar
 outside the MVUs (overhead), from the netlist's cells per stage (boards/netlist.py;
 --per-stage prints them against each kernel's estimate). `--search` also builds foldings one and two steps
 faster than the chosen one (a small hand search): the choice should be within 10% of the
-fastest that really fits. When a real design overflows, the target II doubles (--tries).
+fastest that really fits. When a real design overflows, the fit is redone with the estimates held to
+estimate/real of that run (boards.fit.refit_margin), or the target II doubles (--tries).
 The old numbers (main before issue #15, same tools) are printed beside (bench/synth_baseline.json).
 
     .venv/bin/python bench/synth.py                                   # every run below (CNV: 40-60 min)
@@ -58,6 +59,18 @@ def stage_rows(out_dir, pipe, board) -> dict:
     return rows
 
 
+def within(stages, rel=0.2, floor=10) -> dict:
+    """Per resource, (kernels whose estimate is within rel of the real count or within floor units of
+    it, kernels): the board top and unnamed cells have no estimate and are left out."""
+    out = {}
+    for k in ("luts", "ffs", "brams"):
+        pairs = [(v["real"].get(k, 0), v["est"].get(k, 0)) for v in stages.values()
+                 if v["kind"] not in ("top", "unnamed")]
+        ok = sum(abs(e - r) <= max(rel * r, floor if k != "brams" else 0) for r, e in pairs)
+        out[k] = (ok, len(pairs))
+    return out
+
+
 def attempt(name, board, acc, folding, out, timeout, per_stage):
     est = boards.estimate_for(acc.graph, folding, board)
     pipe = folding_mod.plan(acc.graph, folding)
@@ -75,10 +88,13 @@ def attempt(name, board, acc, folding, out, timeout, per_stage):
         row["mvu_luts"] = sum(v["real"].get("luts", 0) for v in st.values() if v["kind"] == "mvu")
         row["mvu_lut_per_lane"] = row["mvu_luts"] / row["lanes"]
         row["overhead"] = 1 - row["mvu_luts"] / max(1, sum(v["real"].get("luts", 0) for v in st.values()))
+        row["kernels_within"] = within(st)
         if per_stage:
             for name, v in st.items():
                 print(f"    {name:<28}" + "".join(f"{v['real'].get(k, '-')!s:>7}/{v['est'].get(k, '-')!s:<7}"
                                                   for k in ("luts", "ffs", "lone_ffs", "brams")), flush=True)
+            print("    kernels whose estimate is within 20% (or 10 units): " + ", ".join(
+                f"{k} {n}/{t}" for k, (n, t) in row["kernels_within"].items()), flush=True)
     except boards.DoesNotFit as e:
         row.update(status="does not fit", overflow={k: list(v) for k, v in e.overflow.items()}, error=str(e))
     except boards.SynthError as e:
@@ -125,7 +141,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="*", default=RUNS, help="NET:BOARD pairs")
     ap.add_argument("--timeout", type=float, default=4800, help="seconds per tool flow (cnv-w1a1 on ECP5: 40-60 min)")
-    ap.add_argument("--tries", type=int, default=3, help="attempts per run (target II doubles after a no-fit)")
+    ap.add_argument("--tries", type=int, default=3,
+                    help="attempts per run (after a no-fit: the fit redone with scaled estimates, else II x2)")
     ap.add_argument("--per-stage", action="store_true",
                     help="print each stage's real/estimated LUT4, FF, lone FF, BRAM")
     ap.add_argument("--search", action="store_true", help="also build the foldings 1 and 2 steps faster")
@@ -158,15 +175,21 @@ def main():
         search_s = time.perf_counter() - t0
         for k in range(args.tries):
             row = attempt(name, board, acc, folding, out / f"{name}-{board}-{k}", args.timeout, args.per_stage)
-            row.update(choice="fastest estimated fit" if k == 0 else f"target II x{2 ** k}", target_ii=ii,
+            row.update(choice="fastest estimated fit" if k == 0 else f"after a no-fit: target II {ii}", target_ii=ii,
                        fit_search_s=search_s)
             rows.append(row)
             print(fmt(row), flush=True)
             save()
             if row["status"] != "does not fit":
                 break
-            ii *= 2
-            nf = fit.board_folding(acc.graph, board, ii)
+            # the fastest fit with the estimates scaled by how far off they were here; else double the II
+            margin = fit.refit_margin(row["est"], row["overflow"], board)
+            r = boards.fastest_fit(acc.graph, board, margin=margin, max_lanes=args.max_lanes) if margin else None
+            if r is not None and r[1] != folding and r[2]["ii"] >= row["ii"]:
+                ii, nf, _ = r
+            else:
+                ii *= 2
+                nf = fit.board_folding(acc.graph, board, ii)
             if nf == folding:
                 break
             folding = nf

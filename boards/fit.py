@@ -251,13 +251,34 @@ def fastest_fit(graph, board: str, margin: float | None = None, max_lanes: int |
     return hi, f, e
 
 
-def suggest(graph, board) -> str:
+# nextpnr's cell types that the estimates' "luts" and "ffs" count (iCE40 logic cells hold both)
+PLACED_AS = {"ICESTORM_LC": "luts", "TRELLIS_COMB": "luts", "TRELLIS_FF": "ffs"}
+
+
+def refit_margin(est: dict, overflow: dict, board: str) -> float | None:
+    """The LUT/FF margin under which a design like this one would have been kept out, after nextpnr
+    found it overflowing: estimates judged against margin x capacity must stay under capacity x
+    estimate / used. `est`: this design's estimate; `overflow`: {nextpnr cell type: (used, available)}.
+    None when no LUT or FF cell overflowed (block RAMs and DSPs are estimated exactly)."""
+    ratios = [est[PLACED_AS[k]] / used for k, (used, _) in overflow.items() if k in PLACED_AS and used > 0]
+    if not ratios:
+        return None
+    return 0.99 * min(BOARDS[board].get("fit_margin", FIT_MARGIN), *ratios)
+
+
+def suggest(graph, board, overflow: dict | None = None, folding: dict | None = None) -> str:
+    """A folding to try instead; after a real overflow of `folding`, the fastest that fits with the
+    estimates scaled by how far off they were for it (refit_margin)."""
     if graph is None:
         return ("recompile with `qloom compile SPEC --board " + board + "` (picks the fastest folding the "
                 "estimates say fits) or a larger --target-ii")
-    r = fastest_fit(graph, board)
+    margin = None
+    if overflow and folding:
+        margin = refit_margin(estimate_for(graph, folding, board), overflow, board)
+    r = fastest_fit(graph, board, margin=margin)
     if r is None:
         return "even the fully folded design is estimated not to fit this device"
     ii, f, e = r
-    return (f"a folding the estimates say fits: --target-ii {ii} (II {e['ii']} cycles; est. {e['luts']} LUT, "
-            f"{e['brams']} BRAM, {e['dsps']} DSP), i.e. --fold " + json.dumps(f, separators=(",", ":")))
+    scaled = f" with the estimates held to {100 * margin:.0f}% of the device" if margin else ""
+    return (f"a folding the estimates say fits{scaled}: --target-ii {ii} (II {e['ii']} cycles; est. {e['luts']} "
+            f"LUT, {e['brams']} BRAM, {e['dsps']} DSP), i.e. --fold " + json.dumps(f, separators=(",", ":")))

@@ -210,9 +210,9 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
         over = {k: (v["used"], v["available"]) for k, v in util.items() if v["used"] > v["available"]}
         if over or any("no BELs remaining" in e for e in errs):
             parts = [f"{k} {u}/{a} ({100 * u / a:.0f}%, {u - a} over)" for k, (u, a) in over.items()]
-            msg = (f"the design does not fit {board} ({info['device']}): " + ("; ".join(parts) or errs[0])
-                   + ". " + suggest(graph, board))
-            raise DoesNotFit(msg, overflow=over, suggestion=suggest(graph, board),
+            hint = suggest(graph, board, over, manifest["folding"])
+            msg = f"the design does not fit {board} ({info['device']}): " + ("; ".join(parts) or errs[0]) + ". " + hint
+            raise DoesNotFit(msg, overflow=over, suggestion=hint,
                              report={"utilization": util, "errors": errs})
         raise SynthError(f"nextpnr failed (exit {rc}): " + (" | ".join(errs[:3]) or f"see {out / 'top.tim'}"))
     if progress:

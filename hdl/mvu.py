@@ -392,27 +392,42 @@ class MatrixVectorUnit(wiring.Component):
         bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
         return bits.reshape(-1, 16, bits.shape[1])
 
-    def _split_rom_regs(self) -> int:
-        """A split LUT-ROM's registers before the last select's (that one is mem_reg's), by its contents:
-        one per distinct non-constant 16-word piece, and one per distinct non-constant select of every
-        inner level (pieces and selects share their address, so Yosys merges equal ones with their
-        registers; a constant is no register). Measured with Yosys on iCE40: 128, 512 and 1024 words,
-        within 10%."""
+    def _start_pieces(self, init) -> int:
+        """The start ROM's distinct non-constant 16-word pieces over its bit columns (NF words of PE
+        starts): ABC builds each distinct 4-input function of the fold counter once (cnv-w1a1's FC layers:
+        512 words x 10 bits, 124 distinct pieces of 288 non-constant, about 140 LUT4 on ECP5)."""
+        width = shape_for(init.min(), init.max()).width
+        bits = ((init.astype(np.int64)[:, :, None] >> np.arange(width)) & 1).reshape(len(init), -1)
+        codes = (self._rom_pieces(bits).transpose(0, 2, 1) << np.arange(16)).sum(axis=2)
+        return len(np.unique(codes[(codes != 0) & (codes != 0xFFFF)]))
+
+    def _split_rom_counts(self) -> tuple[int, int, int]:
+        """A split LUT-ROM by its contents (pieces and selects share their address, so Yosys merges equal
+        ones with their registers; a constant is no LUT and no register): (registers before the last
+        select's, that one is mem_reg's: one per distinct non-constant 16-word piece and per distinct
+        non-constant select of every inner level; the distinct non-constant pieces; the selects' inputs
+        beyond the first, over the distinct non-constant selects of every level, counting each distinct
+        input once). Registers measured with Yosys on iCE40: 128, 512 and 1024 words, within 10%."""
         pieces = self._rom_pieces(self._weight_bits())
         cols = pieces.shape[2]
         codes = (pieces.transpose(0, 2, 1) << np.arange(16)).sum(axis=2)      # (piece, column): its 16 bits
         const = (codes == 0) | (codes == 0xFFFF)
-        regs = len(np.unique(codes[~const]))
-        for fan in [self._rom_fan_in(n) for n in range(self.rom_levels - 1)]:
+        regs = n_pieces = len(np.unique(codes[~const]))
+        inputs = 0
+        for n in range(self.rom_levels):
+            fan = self._rom_fan_in(n)
             codes = np.vstack([codes, np.zeros(((-len(codes)) % fan, cols), np.int64)])
             groups = codes.reshape(-1, fan, cols).transpose(0, 2, 1).reshape(-1, fan)     # (select, input)
             same = (groups == groups[:, :1]).all(axis=1) & ((groups[:, 0] == 0) | (groups[:, 0] == 0xFFFF))
             _, ids = np.unique(groups, axis=0, return_inverse=True)
             ids = ids.reshape(-1) + 0x10000                    # a select's id: its inputs, past the constants
             ids[same] = groups[same, 0]
-            regs += len(np.unique(ids[~same]))
+            live = np.unique(groups[~same], axis=0)
+            inputs += sum(len(set(g.tolist())) - 1 for g in live)
+            if n < self.rom_levels - 1:
+                regs += len(live)
             codes = ids.reshape(-1, cols)
-        return regs
+        return regs, n_pieces, inputs
 
     def structure(self) -> dict:
         """What elaborate() builds, counted (for the resource model): first-level values and their
@@ -445,6 +460,7 @@ class MatrixVectorUnit(wiring.Component):
             acc_w = streams.elem_shape(self.acc_type).width
         init = self._init().reshape(NF, PE)
         starts = None if (init == init[0]).all() else (PE * shape_for(init.min(), init.max()).width, NF)
+        start_pieces = self._start_pieces(init) if starts else 0
         fix_bits = 0
         if self.kind == "select_x":
             fix_bits = PE * (acc_w + 1)
@@ -458,16 +474,27 @@ class MatrixVectorUnit(wiring.Component):
             "acc_bits": PE * acc_w,
             "tree_levels": self.tree_levels,
             "weights": (PE * SIMD * wbits, self.rom_depth), "rom_pieces": rom_pieces,
-            "rom_live_bits": rom_live_bits, "starts": starts,
+            "rom_live_bits": rom_live_bits, "starts": starts, "start_pieces": start_pieces,
             "zero_table": NF * SF if self.skip_zero else 0,
             "buffer": (SIMD * xbits, self.slots * self.banks),
             # the weight register keeps the bit columns that vary (a constant 0 column is removed)
             "mem_reg_bits": rom_live_bits * (self.mem_reg + (self.rom_banks if self.rom_banks > 1 else 0))
             + SIMD * xbits * self.mem_stages,
             # the pieces' and the inner selects' registers (the last select's is mem_reg's)
-            "split_rom_bits": self._split_rom_regs() if self.split_rom else 0,
-            "tags": tags,
+            **dict(zip(("split_rom_bits", "split_rom_pieces", "split_rom_inputs"),
+                       self._split_rom_counts() if self.split_rom else (0, 0, 0))),
+            "tags": tags, "counter_bits": self._counter_bits(),
         }
+
+    def _counter_bits(self) -> int:
+        """The control's registers: the weight address and slice counters, the input buffer's
+        (write, read and base addresses, slot and pass, its two level counters, three flags) and
+        the stall and output-valid flags."""
+        def bits(n):
+            return max(1, (n - 1).bit_length())
+        ring = self.slots * self.banks
+        return (bits(self.nf * self.sf) + bits(self.sf) + 3 * bits(ring) + bits(self.slots) + bits(self.passes)
+                + 2 * bits(ring + 1) + 5)
 
     def _acc_range(self):
         """The range of acc - T over all inputs (fused thresholds)."""

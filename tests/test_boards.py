@@ -159,6 +159,31 @@ def test_fastest_fit_and_compile_board(mlp, tmp_path, capsys):
 
 
 
+@pytest.mark.parametrize("board,cell", [("icebreaker", "ICESTORM_LC"), ("ulx3s", "TRELLIS_COMB")])
+@pytest.mark.parametrize("over_by", [1.02, 1.3])
+def test_refit_after_a_real_overflow(mlp, board, cell, over_by):
+    """After nextpnr finds the fastest estimated fit overflowing the device (used = over_by x capacity),
+    the suggestion is the fastest fit whose estimate, scaled by used / estimate, stays within the
+    device: never the folding that failed, never faster (the same II in lean mode, or slower).
+    Block RAM overflows (estimated exactly) give no refit."""
+    d, acc, manifest = mlp
+    from qloom.boards import fit
+    ii, f, est = boards.fastest_fit(acc.graph, board)
+    cap = boards.BOARDS[board]["capacity"]["luts"]
+    used = int(over_by * cap) + 1
+    margin = fit.refit_margin(est, {cell: (used, cap), "DP16KD": (1, 208)}, board)
+    assert margin is not None and margin * used <= est["luts"] and margin < boards.BOARDS[board]["fit_margin"]
+    assert fit.refit_margin(est, {"DP16KD": (300, 208), "ICESTORM_RAM": (31, 30)}, board) is None
+    r = boards.fastest_fit(acc.graph, board, margin=margin)
+    hint = fit.suggest(acc.graph, board, {cell: (used, cap)}, f)
+    if r is None:
+        assert "not to fit" in hint
+        return
+    ii2, f2, est2 = r
+    assert f2 != f and est2["ii"] >= est["ii"] and est2["luts"] * used / est["luts"] <= cap    # leaner or slower
+    assert f"--target-ii {ii2} " in hint and "held to" in hint
+
+
 def test_ecp5_fit_caps_lanes_per_layer(mlp):
     """On ECP5 the fastest fit keeps PE x SIMD of every layer within the board's max_lanes (wider
     layers were not measured to route), and the next faster target breaks the cap or does not fit."""

@@ -31,33 +31,43 @@ COST = {
         select_bit=1.0,       # per result bit: x or 0 (one lane)
         mul_bit=1.0,          # per product bit, small multipliers (x bits * w bits)
         adder_bit=1.0,        # a registered 2-input adder, per result bit
+        adder_carry_out=-1.0,  # per adder: its top bit is the carry chain's out, no LUT (tfc-w1a1 layer 1: 560
+                               # LUT4 for 736 result bits of 192 adds)
         acc_bit=2.0,          # accumulator: start-or-acc mux + adder, per bit
         fix_bit=1.0,          # 2*part - sum(x), per bit
-        # counters (buffer, weight address, fold), buffer control, tags: base + per weight-address bit.
-        # ECP5's (36, 10) is fitted on 9 MVUs alone (PE x SIMD 1x1 to 8x8, 256-65536 words: within 27
-        # LUT4); on iCE40 those fit (13, 9.2), but whole designs (the bench, 2-128 words) say 60 flat
-        control=(60.0, 0.0),
+        # counters and flags (MatrixVectorUnit.structure()["counter_bits"]: weight address, slice, the
+        # input buffer's addresses, slot, pass and levels), per register bit: their adders, compares and
+        # muxes. Fitted per stage on the bench designs (the small MVUs, where the control is most of the
+        # unit: tfc-w2a2's last three on iCE40 and ECP5, cnv-w1a1's last): 1.6-2.5 on both families
+        control=2.0,
         ternary_bit=1.3,      # per lane and input bit: x, -x or 0 (a negation and a mux)
         bank_mux=0.6,         # per bit and extra row of block RAMs in depth: the bank-select mux
         carry_out_lone=0.6,   # per adder: its carry-out bit's flip-flop, fed by the carry chain, not a LUT
         rom_lut_bits=16.0,    # LUT-ROM: bits of one LUT4 (depth <= 16)
+        # split LUT-ROM, per distinct input of a distinct select beyond its first (tfc-w2a2 layer 1 on the
+        # UP5K, 1792 words: 108 distinct pieces, 1932 such inputs, about 1260 LUT4)
+        rom_select_input=0.6,
         ram_collision=1.0,    # block RAM with a write port: bypass LUT per data bit (Yosys' emulation)
         ram_collision_ff=1.0,
         fifo_abit=7.0,        # lib.fifo.SyncFIFOBuffered's pointers and levels, per address bit
         swg=(5.0, 14.0, 16.0),  # window generator: base, per ring address bit, per bit of OH and OW
         # threshold from a LUT-ROM of <= 16 words, compared: per threshold bit, max(floor, a + b*log2(depth))
         thr_rom_bit=(-0.65, 0.4, 0.55),
-        thr_rom_ff=0.3,       # its read register's flip-flops per threshold bit (digits-mlp-w2a2: 0.24-0.3)
+        # its read register's flip-flops per threshold bit, by log2(depth): Yosys moves most of them to the
+        # address at 2-8 words (digits-mlp-w2a2: 0.24-0.3), fewer at 16 (tfc-w2a2 layer 3: 0.76)
+        thr_rom_ff=(0.3, 0.3, 0.3, 0.76),
         carry_pack=0.0,       # nextpnr's logic cells over the netlist: boards.targets.LC_PACKING, whole design
         lutram_pack=0.0,
     ),
     "ecp5": dict(
         # adder_bit 1.0: a CCU2C (2 LUT4) adds 2 bits; 0.7 left the bench MLPs 7-23% low, 1.0 gives 2-16%
-        xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.0, acc_bit=2.0, fix_bit=1.0,
-        control=(36.0, 10.0), ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, ram_collision=0.0,
+        xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.0, adder_carry_out=0.0, acc_bit=2.0,
+        fix_bit=1.0,
+        control=2.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, rom_select_input=0.6,
+        ram_collision=0.0,
         ram_collision_ff=1.0, fifo_abit=10.0, swg=(-154.0, 35.0, 24.0),
         thr_rom_bit=(1.22, 0.24, 0.0),   # the compare is a CCU2C chain (1 LUT4/bit) beside the ROM's LUTs
-        thr_rom_ff=0.0,
+        thr_rom_ff=(0.0, 0.0, 0.28, 0.38),    # digits-mlp-w2a2 (2 words), tfc-w2a2 (4, 8, 16)
         # nextpnr's TRELLIS_COMB over Yosys' LUT4 + 2 CCU2C + 2 DPR16X4 (8 ECP5 bench designs, 2.9k-31.6k):
         # a DPR16X4 takes 4 LUT sites (RAM mode), not 2; per CCU2C, 1.1 sites more (0.83-1.40 measured)
         carry_pack=0.55,      # per LUT4 in a carry chain (adders, accumulators, compares)
@@ -114,8 +124,10 @@ def ram(mem: MemoryModel, width: int, depth: int, style: str | None) -> Resource
         r.ffs = width * c(mem, "ram_collision_ff")
         r.lone_ffs = r.ffs
     elif style == "distributed" and fam == "ecp5":
-        # DPR16X4: 16 x 4 bits in two LUT4s' room; deeper than 16 words, a read mux between them
-        r.luts = width * math.ceil(depth / 16) * 0.5 + width * (math.ceil(depth / 16) - 1) + 8
+        # DPR16X4: 16 x 4 bits in two LUT4s' room; deeper than 16 words, a read mux between them: the
+        # slice's PFUMX/L6MUX21 (not LUTs) up to 4 of them (cnv-w1a1's FIFOs of 24-64 beats: no mux LUTs)
+        rows = math.ceil(depth / 16)
+        r.luts = width * rows * 0.5 + width * (math.ceil(rows / 4) - 1) + 8
         r.ffs = width
         r.pack_luts = math.ceil(width / 4) * math.ceil(depth / 16) * c(mem, "lutram_pack")
     else:               # flip-flops and a read mux (depth - 1 2:1 muxes per bit)

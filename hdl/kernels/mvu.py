@@ -199,14 +199,14 @@ class MVUKernel(NodeKernel):
                 st["wbits"] * st["xbits"] * costs.c(mem, "mul_bit")
             r.luts += st["varying_lanes"] * per_lane + st["first_add_bits"]
             r.luts += st["const_add_lanes"] * st["xbits"] * costs.c(mem, "adder_bit")
-        r.luts += st["adder_bits"] * costs.c(mem, "adder_bit") + st["fix_bits"] * costs.c(mem, "fix_bit")
-        base, per_abit = costs.c(mem, "control")
+        r.luts += st["adder_bits"] * costs.c(mem, "adder_bit") + st["adders"] * costs.c(mem, "adder_carry_out") + \
+            st["fix_bits"] * costs.c(mem, "fix_bit")
         abits = max(1, (st["weights"][1] - 1).bit_length())           # the weight address
-        r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + base + per_abit * abits
+        r.luts += st["acc_bits"] * costs.c(mem, "acc_bit") + st["counter_bits"] * costs.c(mem, "control")
         if st["zero_table"]:     # skipped zero words: the flag table (a LUT4 per 16 words, its muxes) and counter
             r.luts += 1.5 * math.ceil(st["zero_table"] / 16) + 3 * abits
             r.ffs += 2 * abits + 1
-        r.ffs += st["first_bits"] + st["adder_bits"] + st["fix_bits"] + st["acc_bits"] + st["tags"] + 24
+        r.ffs += st["first_bits"] + st["adder_bits"] + st["fix_bits"] + st["acc_bits"] + st["tags"] + st["counter_bits"]
         out_bits = self.pe * (1 if self.thresholds is not None else self.acc_type.bits)
         r.luts += out_bits + 4                                    # the output FIFO: 2 beats, a read mux
         r.ffs += 2 * out_bits + 2
@@ -216,10 +216,13 @@ class MVUKernel(NodeKernel):
         w_reg_lone = st["mem_reg_bits"] - (st["rom_live_bits"] if st["split_rom_bits"] else 0)
         r.lone_ffs += w_reg_lone + st["tags"] + st["pass_bits"] + st["adders"] * costs.c(mem, "carry_out_lone")
         e = self.extra
-        for part in (costs.rom(mem, *st["weights"], e.get("weights", self.default_rom_style()), st["rom_pieces"],
-                               st["rom_live_bits"]),
+        weights = costs.rom(mem, *st["weights"], e.get("weights", self.default_rom_style()), st["rom_pieces"],
+                            st["rom_live_bits"])
+        if st["split_rom_bits"]:     # a split LUT-ROM: its distinct pieces and selects (MatrixVectorUnit)
+            weights.luts = st["split_rom_pieces"] + st["split_rom_inputs"] * costs.c(mem, "rom_select_input")
+        for part in (weights,
                      costs.ram(mem, *st["buffer"], e.get("ibuf")),
-                     costs.rom(mem, *(st["starts"] or (0, 0)), "logic")):
+                     costs.rom(mem, *(st["starts"] or (0, 0)), "logic", st["start_pieces"])):
             r.add(part)
         # carry chains: the adds of 5 bits or more (the first level's where it adds), fix and accumulators
         carries = st["carry_bits"] + st["fix_bits"] + st["acc_bits"] + (

@@ -52,7 +52,12 @@ class FIFOKernel(Kernel):
             return Resources(luts=width + 12, ffs=2 * width + 4, lone_ffs=2 * width)
         abits = max(1, (self.depth - 1).bit_length())
         r = costs.ram(mem, width, self.depth, None)
-        r.ffs += width + 4 * abits + 5
+        if costs.family(mem) == "ecp5" and not r.brams:
+            # ECP5 LUT-RAM: no output or read register left, the pointers and levels only (cnv-w1a1's
+            # five: 16-22 FF at 24-96 beats of 16-128 bits)
+            r.ffs = 3 * abits + 1
+        else:
+            r.ffs += width + 4 * abits + 5
         r.luts += max(0.0, costs.c(mem, "fifo_abit") * abits - 8)
         if costs.family(mem) == "ecp5" and r.brams:
             r.luts += width                     # the output register's bypass (on iCE40: ram_collision)

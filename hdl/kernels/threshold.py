@@ -34,7 +34,7 @@ class ThresholdKernel(ElementwiseKernel):
             if rom and depth <= 16:
                 a, b, floor = costs.c(mem, "thr_rom_bit")
                 r.luts += max(floor, a + b * np.log2(max(2, depth))) * k * bits
-                r.ffs += costs.c(mem, "thr_rom_ff") * k * bits     # Yosys moves most read registers to the address
+                r.ffs += costs.c(mem, "thr_rom_ff")[max(1, (depth - 1).bit_length()) - 1] * k * bits
             elif rom:
                 # a bit column that is the same in every word is a constant, not a LUT (Yosys folds it)
                 tab = np.asarray(u._lanes[p], dtype=np.int64) & ((1 << bits) - 1)

@@ -285,6 +285,7 @@ def test_synth_does_not_fit(mlp, capsys):
     assert cli(["synth", str(d), "--board", "icebreaker"]) == 3
     err = capsys.readouterr().err
     assert "does not fit" in err and "ICESTORM_LC" in err and "over)" in err and "--target-ii" in err
+    assert "estimates held to" in err        # the suggestion is refitted with this run's overflow
 
 
 @pytest.mark.slow

@@ -392,13 +392,19 @@ class MatrixVectorUnit(wiring.Component):
         bits = np.vstack([bits, np.zeros(((-len(bits)) % 16, bits.shape[1]), np.int64)])
         return bits.reshape(-1, 16, bits.shape[1])
 
+    @classmethod
+    def _piece_codes(cls, bits: np.ndarray) -> np.ndarray:
+        """The stored bits (word, bit column) as 16-word pieces, each piece's 16 bits one integer: (piece,
+        bit column); 0 and 0xFFFF are the constant pieces."""
+        return (cls._rom_pieces(bits).transpose(0, 2, 1) << np.arange(16)).sum(axis=2)
+
     def _start_pieces(self, init) -> int:
         """The start ROM's distinct non-constant 16-word pieces over its bit columns (NF words of PE
         starts): ABC builds each distinct 4-input function of the fold counter once (cnv-w1a1's FC layers:
         512 words x 10 bits, 124 distinct pieces of 288 non-constant, about 140 LUT4 on ECP5)."""
         width = shape_for(init.min(), init.max()).width
         bits = ((init.astype(np.int64)[:, :, None] >> np.arange(width)) & 1).reshape(len(init), -1)
-        codes = (self._rom_pieces(bits).transpose(0, 2, 1) << np.arange(16)).sum(axis=2)
+        codes = self._piece_codes(bits)
         return len(np.unique(codes[(codes != 0) & (codes != 0xFFFF)]))
 
     def _split_rom_counts(self) -> tuple[int, int, int]:
@@ -408,9 +414,8 @@ class MatrixVectorUnit(wiring.Component):
         non-constant select of every inner level; the distinct non-constant pieces; the selects' inputs
         beyond the first, over the distinct non-constant selects of every level, counting each distinct
         input once). Registers measured with Yosys on iCE40: 128, 512 and 1024 words, within 10%."""
-        pieces = self._rom_pieces(self._weight_bits())
-        cols = pieces.shape[2]
-        codes = (pieces.transpose(0, 2, 1) << np.arange(16)).sum(axis=2)      # (piece, column): its 16 bits
+        codes = self._piece_codes(self._weight_bits())
+        cols = codes.shape[1]
         const = (codes == 0) | (codes == 0xFFFF)
         regs = n_pieces = len(np.unique(codes[~const]))
         inputs = 0

@@ -383,8 +383,8 @@ class MatrixVectorUnit(wiring.Component):
         266 of 512 bits, 8 DP16KD, not 15)."""
         bits = self._weight_bits()
         live = int((bits.min(axis=0) != bits.max(axis=0)).sum())
-        ones = self._rom_pieces(bits).sum(axis=1)
-        return int(((ones != 0) & (ones != 16)).sum()), live
+        codes = self._piece_codes(bits)
+        return int(((codes != 0) & (codes != 0xFFFF)).sum()), live
 
     @staticmethod
     def _rom_pieces(bits: np.ndarray) -> np.ndarray:
@@ -424,10 +424,11 @@ class MatrixVectorUnit(wiring.Component):
             codes = np.vstack([codes, np.zeros(((-len(codes)) % fan, cols), np.int64)])
             groups = codes.reshape(-1, fan, cols).transpose(0, 2, 1).reshape(-1, fan)     # (select, input)
             same = (groups == groups[:, :1]).all(axis=1) & ((groups[:, 0] == 0) | (groups[:, 0] == 0xFFFF))
-            _, ids = np.unique(groups, axis=0, return_inverse=True)
-            ids = ids.reshape(-1) + 0x10000                    # a select's id: its inputs, past the constants
+            distinct, ids = np.unique(groups, axis=0, return_inverse=True)
+            ids = ids.reshape(-1)
+            live = distinct[np.unique(ids[~same])]             # the distinct non-constant selects
+            ids = ids + 0x10000                                # a select's id: its inputs, past the constants
             ids[same] = groups[same, 0]
-            live = np.unique(groups[~same], axis=0)
             inputs += sum(len(set(g.tolist())) - 1 for g in live)
             if n < self.rom_levels - 1:
                 regs += len(live)

@@ -53,11 +53,12 @@ class SWGKernel(Kernel):
         ring_bits = (u.depth - 1).bit_length()
         pixel_bits = (u.oh - 1).bit_length() + (u.ow - 1).bit_length()
         base, per_ring, per_pixel = costs.c(mem, "swg")
+        counter_ffs = 9 * ring_bits + 6 * pixel_bits - 14
         r = Resources(luts=max(width, base + width + per_ring * ring_bits + per_pixel * pixel_bits),
-                      ffs=max(width, width - 14 + 9 * ring_bits + 6 * pixel_bits), depth=2)
+                      ffs=max(width, width + counter_ffs), depth=2)
         ring = costs.ram(mem, width, u.depth, None)
         if costs.family(mem) == "ecp5" and not ring.brams:
             # a LUT-RAM ring: no beat-wide registers, the counters only (cnv-w1a1's two: 74-76 FF)
-            r.ffs, ring.ffs = max(0, 9 * ring_bits + 6 * pixel_bits - 14), 0
+            r.ffs, ring.ffs = max(0, counter_ffs), 0
         r.add(ring)
         return r

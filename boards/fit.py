@@ -203,12 +203,24 @@ def widest_layer(folding: dict) -> int:
     return max((v["pe"] * v.get("simd", 1) for v in folding.values()), default=0)
 
 
-def fastest_fit(graph, board: str, margin: float | None = None, max_lanes: int | None = None):
+def widest_lane_bits(graph, folding: dict) -> int:
+    """The most lane input bits (PE x SIMD x the layer's input element bits) of any layer of a folding:
+    the input bits a layer's beat fans out to its PEs."""
+    types = graph.validate()
+    nodes = {n.name: n for n in graph.nodes}
+    return max((v["pe"] * v.get("simd", 1) * types[nodes[k].inputs[0]].dtype.bits
+                for k, v in folding.items() if k in nodes), default=0)
+
+
+def fastest_fit(graph, board: str, margin: float | None = None, max_lanes: int | None = None,
+                max_lane_bits: int | None = None):
     """(target_ii, folding, estimate) of the fastest folding the estimates say fits `board`, or None.
 
     Target II grows geometrically from 1 to the fully folded II, then bisects between the
     last target that overflows and the first that fits. `max_lanes` (default: the board's) caps
-    PE x SIMD per layer (ECP5: wider layers take far longer to place and route).
+    PE x SIMD per layer (ECP5: wider layers take far longer to place and route), `max_lane_bits`
+    (default: the board's) PE x SIMD x input bits per layer (ECP5: a wide multi-bit beat fanned out to
+    many PEs did not route reliably).
     """
     from qloom.hdl import folding as folding_mod
     if board not in BOARDS or board == "generic":
@@ -217,13 +229,16 @@ def fastest_fit(graph, board: str, margin: float | None = None, max_lanes: int |
 
     if max_lanes is None:
         max_lanes = BOARDS[board].get("max_lanes")
+    if max_lane_bits is None:
+        max_lane_bits = BOARDS[board].get("max_lane_bits")
 
     def at(ii):
         if ii not in cache:
             for lean in (False, True):          # registers after every deep memory; else only where needed
                 f = board_folding(graph, board, ii, lean)
                 e = estimate_for(graph, f, board)
-                routable = max_lanes is None or widest_layer(f) <= max_lanes
+                routable = (max_lanes is None or widest_layer(f) <= max_lanes) and \
+                    (max_lane_bits is None or widest_lane_bits(graph, f) <= max_lane_bits)
                 cache[ii] = (f, e, routable and not fits(e, board, margin))
                 if cache[ii][2]:
                     break

@@ -33,6 +33,10 @@ BOARDS = {
         # frames/s of 256; cnv-w1a1 with a 2048-lane layer: 2499 s, 53 MHz, 7.7x the frames/s of 256. 4096 had
         # not routed after 15 min (not run longer)
         "max_lanes": 2048,
+        # lane input bits (PE x SIMD x input bits) per layer: digits-mlp's 2048 lanes x 5 bits (10,240)
+        # routed at 96-111 MHz; tfc-w2a2's 1792 x 8 bits (14,336) routed once at 78.6 MHz and twice not
+        # in 30-40 min; its 896 x 8 (7,168) routed in 290 s at 95.8 MHz
+        "max_lane_bits": 12288,
     },
     "generic": {"device": "generic (Yosys internal cells)", "family": "generic", "memory": BRAM18},
 }
@@ -47,11 +51,14 @@ def top_resources(board: str, in_bits: int, out_bits: int) -> dict:
     netlists (boards/netlist.py, bench/synth.py)."""
     fam = BOARDS[board]["family"]
     bi, bo = 8 * ((in_bits + 7) // 8), 8 * ((out_bits + 7) // 8)
-    luts = 560 + 1.0 * bi + 2.0 * in_bits + 1.2 * bo + 0.5 * out_bits
-    ffs = 370 + bi + 1.5 * in_bits + bo + out_bits
+    # the test pattern's LFSR is the input beat register itself, its frame counters count up from a
+    # synchronous reset, its report is read from the counters: 110-120 LUT4 and 64 + in_bits flip-flops
+    # fewer than the first top (measured top alone, Yosys, iCE40 and ECP5, 1 to 448 input bits)
+    luts = 450 + 1.0 * bi + 2.0 * in_bits + 1.2 * bo + 0.5 * out_bits
+    ffs = 306 + bi + 0.5 * in_bits + bo + out_bits
     if fam == "ecp5":
         luts *= 1.1
-    return {"luts": luts, "ffs": ffs, "lone_ffs": 40 + bi + in_bits, "brams": 0}
+    return {"luts": luts, "ffs": ffs, "lone_ffs": 40 + bi, "brams": 0}
 
 
 # iCE40: nextpnr's logic cells over (LUT4 + lone flip-flops) in the netlist: carry chain feed-ins and

@@ -47,18 +47,21 @@ def nbytes(width: int) -> int:
     return (int(width) + 7) // 8
 
 
-def _send_framed(m, utx, states, sync, buf, count, last, on_last):
+def _send_framed(m, utx, states, sync, buf, count, last, on_last, shift=True):
     """FSM states (sync, bytes): send the sync byte, then buf's bytes LSB first; after byte `last`
-    (count == last) call on_last() and go back to IDLE."""
+    (count == last) call on_last() and go back to IDLE. shift: buf is a register shifted a byte at a
+    time; else a value that holds still while it is sent, its bytes selected by `count`."""
     sync_state, bytes_state = states
     with m.State(sync_state):
         m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(sync)]
         with m.If(utx.i.ready):
             m.next = bytes_state
     with m.State(bytes_state):
-        m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(buf[:8])]
+        m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(buf[:8] if shift else buf.word_select(count, 8))]
         with m.If(utx.i.ready):
-            m.d.core += [buf.eq(buf >> 8), count.eq(count + 1)]
+            if shift:
+                m.d.core += buf.eq(buf >> 8)
+            m.d.core += count.eq(count + 1)
             with m.If(count == last):
                 on_last()
                 m.next = "IDLE"
@@ -123,16 +126,22 @@ class UARTAccelTop(wiring.Component):
         byte_i = Signal(range(max(bin_b, 2)))
         beat_i = Signal(range(max(self.bin, 2)))
         in_frame = Signal()
-        hold, hold_valid = Signal(self.win), Signal()
+        # the input beat: the UART's, or the test pattern's LFSR (one register for both, so no mux
+        # before the accelerator's input; max(win, 2) bits, the LFSR's width)
+        hold, hold_valid = Signal(max(self.win, 2)), Signal()
         overrun = Signal()
         cmd, cmd_i, test_n, go = Signal(), Signal(2), Signal(32), Signal()     # a test command's count bytes
-        test = self._test_pattern(m, i_payload, i_valid, i_ready, o_payload, o_valid, o_ready, test_n)
-        m.d.comb += test.start.eq(go)
-        m.d.core += go.eq(0)
+        reporting = Signal()                               # a test's report waits or is being sent
+        test = self._test_pattern(m, hold, i_valid, i_ready, o_payload, o_valid, o_ready, test_n)
+        # a test starts once its command is complete and no report waits or is being sent (the report
+        # is read straight from the cycle and checksum registers, which the start clears)
+        m.d.comb += [test.start.eq(go & ~reporting), i_payload.eq(hold[:self.win])]
+        with m.If(test.start):
+            m.d.core += go.eq(0)
         with m.If(test.run):
-            m.d.comb += [i_payload.eq(test.beat), i_valid.eq(test.beat_valid)]
+            m.d.comb += i_valid.eq(test.beat_valid)
         with m.Else():
-            m.d.comb += [i_payload.eq(hold), i_valid.eq(hold_valid)]
+            m.d.comb += i_valid.eq(hold_valid)
         with m.If(i_valid & i_ready & ~test.run):
             m.d.core += hold_valid.eq(0)
         new = Cat(shreg[8:], urx.o.payload)
@@ -150,8 +159,8 @@ class UARTAccelTop(wiring.Component):
                 m.d.core += shreg.eq(new)
                 with m.If(byte_i == bin_b - 1):
                     m.d.core += byte_i.eq(0)
-                    with m.If(hold_valid & ~i_ready):
-                        m.d.comb += overrun.eq(1)
+                    with m.If((hold_valid & ~i_ready) | test.run):
+                        m.d.comb += overrun.eq(1)        # the beat before it still waits, or a test runs
                     with m.Else():
                         m.d.core += [hold.eq(new[:self.win]), hold_valid.eq(1)]
                     with m.If(beat_i == self.bin - 1):
@@ -166,13 +175,12 @@ class UARTAccelTop(wiring.Component):
         obuf = Signal(8 * bout_b)
         obyte = Signal(range(max(bout_b, 2)))
         obeat = Signal(range(max(self.bout, 2)))
-        report = Signal(64)                 # the test's cycles and checksum, sent least significant first
         rbyte = Signal(range(8))
-        with m.FSM(domain="core"):
+        with m.FSM(domain="core") as fsm:
             with m.State("IDLE"):
                 m.d.comb += o_ready.eq(1)
                 with m.If(test.done):
-                    m.d.core += [report.eq(Cat(test.cycles, test.checksum)), rbyte.eq(0), test.done.eq(0)]
+                    m.d.core += [rbyte.eq(0), test.done.eq(0)]
                     m.next = "TSYNC"
                 with m.Elif(o_valid & ~test.run):
                     m.d.core += [obuf.eq(o_payload), obyte.eq(0)]
@@ -180,7 +188,10 @@ class UARTAccelTop(wiring.Component):
                         m.next = "SYNC"
                     with m.Else():
                         m.next = "BYTES"
-            _send_framed(m, utx, ("TSYNC", "TBYTES"), SYNC_TEST_OUT, report, rbyte, 7, lambda: None)
+            # the report: cycles and checksum, least significant first, straight from their registers
+            # (they hold still: the next test starts after it)
+            _send_framed(m, utx, ("TSYNC", "TBYTES"), SYNC_TEST_OUT, Cat(test.cycles, test.checksum), rbyte, 7,
+                         lambda: None, shift=False)
 
             def next_beat():
                 with m.If(obeat == self.bout - 1):
@@ -188,6 +199,7 @@ class UARTAccelTop(wiring.Component):
                 with m.Else():
                     m.d.core += obeat.eq(obeat + 1)
             _send_framed(m, utx, ("SYNC", "BYTES"), SYNC_OUT, obuf, obyte, bout_b - 1, next_beat)
+        m.d.comb += reporting.eq(test.done | fsm.ongoing("TSYNC") | fsm.ongoing("TBYTES"))
 
         # ---- status and the idle timeout (in sync: they survive the soft reset)
         with m.If(overrun):
@@ -206,20 +218,21 @@ class UARTAccelTop(wiring.Component):
         return m
 
 
-    def _test_pattern(self, m, i_payload, i_valid, i_ready, o_payload, o_valid, o_ready, test_n):
+    def _test_pattern(self, m, lfsr, i_valid, i_ready, o_payload, o_valid, o_ready, test_n):
         """The test-pattern source and output checker (see the module docstring); returns its signals:
-        start (in), run, beat, beat_valid, done (the report waits: cleared by the transmitter), cycles,
-        checksum. Outputs count when they are taken (o_ready comes from the transmitter, idle in a test)."""
+        start (in), run, beat_valid, done (the report waits: cleared by the transmitter), cycles,
+        checksum. `lfsr` is the input beat register, stepped here while the test runs; `test_n` holds
+        N during the test. Outputs count when they are taken (o_ready comes from the transmitter, idle
+        in a test)."""
         class T:
             pass
         t = T()
-        w = max(self.win, 2)
-        t.start, t.run, t.done = Signal(), Signal(), Signal()
-        t.beat, t.beat_valid = Signal(self.win), Signal()
+        t.start, t.run, t.done, t.beat_valid = Signal(), Signal(), Signal(), Signal()
         t.cycles, t.checksum = Signal(32), Signal(32)
-        lfsr = Signal(w, init=1)
-        frames_in, frames_out = Signal(32), Signal(32)        # frames still to send / to receive
-        in_last, out_last = Signal(), Signal()                # registered: frames_in / frames_out == 1
+        # frames sent / received + 2, from 2 at the start: an up-count has no load mux (the start is a
+        # synchronous set/reset), and `sent2 == N` is "the next frame is the last" after a frame ends
+        sent2, recv2 = Signal(32), Signal(32)
+        in_last, out_last = Signal(), Signal()                # registered: this frame is the last
         bi = Signal(range(max(self.bin, 2)))
         bo = Signal(range(max(self.bout, 2)))
         bi_last, bo_last = Signal(), Signal()                 # registered: bi / bo is the frame's last beat
@@ -229,21 +242,13 @@ class UARTAccelTop(wiring.Component):
         # `finish` holds `done` back that cycle
         inc, finish = Signal(), Signal()
         take, got = Signal(), Signal()
-        m.d.comb += [t.beat.eq(lfsr[:self.win]), take.eq(t.run & i_valid & i_ready),
-                     got.eq(t.run & o_valid & o_ready)]
+        m.d.comb += [take.eq(t.run & i_valid & i_ready), got.eq(t.run & o_valid & o_ready)]
         # every decision is a register or one gate from registers (the last-beat flags too), so the test
         # logic stays off the critical path; o_ready comes from the transmitter's state through one gate
-        with m.If(t.start):
-            m.d.core += [t.run.eq(test_n != 0), t.done.eq(test_n == 0), t.beat_valid.eq(test_n != 0),
-                         frames_in.eq(test_n), frames_out.eq(test_n), in_last.eq(test_n == 1),
-                         out_last.eq(test_n == 1), lfsr.eq(1), bi.eq(0), bo.eq(0), t.cycles.eq(0),
-                         bi_last.eq(self.bin == 1), bo_last.eq(self.bout == 1),
-                         t.checksum.eq(0), counting.eq(0)]
         with m.If(take):
             m.d.core += [lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[1])), counting.eq(1)]
             with m.If(bi_last):
-                m.d.core += [bi.eq(0), bi_last.eq(self.bin == 1), frames_in.eq(frames_in - 1),
-                             in_last.eq(frames_in == 2)]
+                m.d.core += [bi.eq(0), bi_last.eq(self.bin == 1), sent2.eq(sent2 + 1), in_last.eq(sent2 == test_n)]
                 with m.If(in_last):
                     m.d.core += t.beat_valid.eq(0)
             with m.Else():
@@ -260,12 +265,18 @@ class UARTAccelTop(wiring.Component):
                 fold = fold ^ c
             m.d.core += t.checksum.eq(Cat(t.checksum[31], t.checksum[:31]) ^ fold)
             with m.If(bo_last):
-                m.d.core += [bo.eq(0), bo_last.eq(self.bout == 1), frames_out.eq(frames_out - 1),
-                             out_last.eq(frames_out == 2)]
+                m.d.core += [bo.eq(0), bo_last.eq(self.bout == 1), recv2.eq(recv2 + 1),
+                             out_last.eq(recv2 == test_n)]
                 with m.If(out_last):
                     m.d.core += [t.run.eq(0), finish.eq(1)]
             with m.Else():
                 m.d.core += [bo.eq(bo + 1), bo_last.eq(bo == self.bout - 2)]
+        with m.If(t.start):               # last: it overrides the rest, a synchronous reset
+            m.d.core += [t.run.eq(test_n != 0), t.done.eq(test_n == 0), t.beat_valid.eq(test_n != 0),
+                         sent2.eq(2), recv2.eq(2), in_last.eq(test_n == 1), out_last.eq(test_n == 1),
+                         lfsr.eq(1), bi.eq(0), bo.eq(0), t.cycles.eq(0),
+                         bi_last.eq(self.bin == 1), bo_last.eq(self.bout == 1),
+                         t.checksum.eq(0), counting.eq(0)]
         return t
 
 

@@ -194,10 +194,29 @@ def test_ecp5_fit_caps_lanes_per_layer(mlp):
     assert fit.widest_layer(f) <= cap
     if ii > 1:
         g = fit.board_folding(acc.graph, "ulx3s", ii - 1)
-        assert fit.widest_layer(g) > cap or boards.fits(boards.estimate_for(acc.graph, g, "ulx3s"), "ulx3s")
+        assert fit.widest_layer(g) > cap or boards.fits(boards.estimate_for(acc.graph, g, "ulx3s"), "ulx3s") or \
+            fit.widest_lane_bits(acc.graph, g) > boards.BOARDS["ulx3s"]["max_lane_bits"]
     # a cap of the caller's: never wider, never faster
     ii2, f2, _ = boards.fastest_fit(acc.graph, "ulx3s", max_lanes=16)
     assert fit.widest_layer(f) > 16 and fit.widest_layer(f2) <= 16 and ii2 > ii
+
+
+def test_ecp5_fit_caps_lane_input_bits(mlp):
+    """max_lane_bits caps PE x SIMD x input bits per layer: the board's cap holds, a caller's cap between
+    the widest 1-bit and the widest multi-bit layer folds only what it must (never faster), and the
+    input bits are the layer's own (a layer of 8-bit inputs counts 8 per lane)."""
+    d, acc, manifest = mlp
+    from qloom.boards import fit
+    types = acc.graph.validate()
+    bits = {n.name: types[n.inputs[0]].dtype.bits for n in acc.graph.nodes if n.name in manifest["folding"]}
+    ii, f, est = boards.fastest_fit(acc.graph, "ulx3s")
+    assert fit.widest_lane_bits(acc.graph, f) <= boards.BOARDS["ulx3s"]["max_lane_bits"]
+    assert fit.widest_lane_bits(acc.graph, f) == max(v["pe"] * v["simd"] * bits[k] for k, v in f.items())
+    cap = fit.widest_lane_bits(acc.graph, f) // 2
+    ii2, f2, _ = boards.fastest_fit(acc.graph, "ulx3s", max_lane_bits=cap)
+    assert fit.widest_lane_bits(acc.graph, f2) <= cap and ii2 > ii
+    g = fit.board_folding(acc.graph, "ulx3s", ii2 - 1)
+    assert fit.widest_lane_bits(acc.graph, g) > cap or boards.fits(boards.estimate_for(acc.graph, g, "ulx3s"), "ulx3s")
 
 def test_ecp5_fit_banks_deep_block_weight_roms():
     """bank_roms: on ECP5 a block-RAM weight memory deeper than one row of DP16KDs gets rom_bank (banks of
@@ -341,8 +360,10 @@ def test_synth_retries_without_abc(small, tmp_path, monkeypatch, board, marker):
 
 # ---------------------------------------------------------------- test-pattern mode (amaranth.sim, no tools)
 
-def _uart_sim(top, send: bytes, n_recv: int, divisor: int, max_cycles: int):
-    """Bit-bang `send` into top.rx, collect n_recv bytes from top.tx (8N1, `divisor` cycles a bit)."""
+def _uart_sim(top, send: bytes, n_recv: int, divisor: int, max_cycles: int, flags: dict | None = None,
+              quiet: int = 0):
+    """Bit-bang `send` into top.rx, collect n_recv bytes from top.tx (8N1, `divisor` cycles a bit), then
+    any more that start within `quiet` cycles; `flags` (a dict) gets top.overrun and top.error at the end."""
     from amaranth.sim import Simulator
     sim = Simulator(top)
     sim.add_clock(1e-8)
@@ -359,13 +380,15 @@ def _uart_sim(top, send: bytes, n_recv: int, divisor: int, max_cycles: int):
                     await ctx.tick()
 
     async def listen(ctx):
-        cycles = 0
-        while len(got) < n_recv:
+        cycles, idle = 0, 0
+        while len(got) < n_recv or idle < quiet:
             *_, tx = await ctx.tick().sample(top.tx)
             cycles += 1
             assert cycles < max_cycles, f"only {len(got)} of {n_recv} bytes after {max_cycles} cycles"
             if tx:
+                idle += len(got) >= n_recv
                 continue
+            idle = 0
             for _ in range(divisor // 2 + divisor - 1):          # to the middle of data bit 0
                 await ctx.tick()
             byte = 0
@@ -375,6 +398,8 @@ def _uart_sim(top, send: bytes, n_recv: int, divisor: int, max_cycles: int):
                     await ctx.tick()
             got.append(byte)
             cycles += 10 * divisor
+        if flags is not None:
+            flags.update(overrun=ctx.get(top.overrun), error=ctx.get(top.error))
 
     sim.add_testbench(host)
     sim.add_testbench(listen)
@@ -382,11 +407,8 @@ def _uart_sim(top, send: bytes, n_recv: int, divisor: int, max_cycles: int):
     return bytes(got)
 
 
-@pytest.mark.parametrize("frames,fold", [(0, 0), (1, 0), (5, 0), (5, 1)])
-def test_test_pattern_mode_measures_and_checks(frames, fold):
-    """0xB5 + N: N frames from the on-chip LFSR through the accelerator, the report (0x5B, cycles,
-    checksum) matches the reference model on the same inputs, and the cycles are the pipeline's:
-    latency + (N - 1) * II (+1, the top's output FIFO) for a design whose first layer takes a burst."""
+def _pattern_top(fold):
+    """A small binarized-input MLP behind the UART top: (top, accelerator, pipeline, Link for its ports)."""
     from qloom.boards.link import Link
     from qloom.compiler import builddir
     model, x = tfc.build(1, 1, n_in=16, hidden=(8,), n_out=4, binary_input=True)
@@ -397,17 +419,63 @@ def test_test_pattern_mode_measures_and_checks(frames, fold):
     types = acc.graph.validate()
     ports = {"input": builddir.Port.for_stream("i", dut.in_type, dut.in_n, acc.graph.input_type.shape).to_dict(),
              "output": builddir.Port.for_stream("o", dut.out_type, dut.out_n, types[acc.graph.output].shape).to_dict()}
-    top = UARTAccelTop(ports, dut=dut, divisor=4)
-    report = _uart_sim(top, bytes([0xB5]) + frames.to_bytes(4, "little"), 9, 4, 20000)
-    assert report[0] == 0x5B
-    cycles, got = int.from_bytes(report[1:5], "little"), int.from_bytes(report[5:9], "little")
     import types as pytypes
     link = Link(None, pytypes.SimpleNamespace(input=builddir.Port.from_dict(ports["input"]),
                                               output=builddir.Port.from_dict(ports["output"])))
+    return UARTAccelTop(ports, dut=dut, divisor=4), acc, dut.pipeline, link
+
+
+def _check_report(report, frames, acc, pipe, link):
+    assert report[0] == 0x5B
+    cycles, got = int.from_bytes(report[1:5], "little"), int.from_bytes(report[5:9], "little")
     want = link.expected_checksum(acc.reference(link.pattern_frames(frames))) if frames else 0
     assert got == want
-    pipe = dut.pipeline
     assert cycles == (0 if frames == 0 else pipe.latency + (frames - 1) * pipe.ii + 1)   # +1: the top's FIFO
+
+
+@pytest.mark.parametrize("frames,fold", [(0, 0), (1, 0), (5, 0), (5, 1)])
+def test_test_pattern_mode_measures_and_checks(frames, fold):
+    """0xB5 + N: N frames from the on-chip LFSR through the accelerator, the report (0x5B, cycles,
+    checksum) matches the reference model on the same inputs, and the cycles are the pipeline's:
+    latency + (N - 1) * II (+1, the top's output FIFO) for a design whose first layer takes a burst."""
+    top, acc, pipe, link = _pattern_top(fold)
+    report = _uart_sim(top, bytes([0xB5]) + frames.to_bytes(4, "little"), 9, 4, 20000)
+    _check_report(report, frames, acc, pipe, link)
+
+
+def test_test_pattern_ignores_the_line_while_it_runs():
+    """While a test runs, a frame on the line is dropped (its beats set `overrun`: the input register
+    is the test's LFSR) and a second test command is ignored: one report, the test's own figures,
+    and the board still answers a frame afterwards."""
+    top, acc, pipe, link = _pattern_top(0)
+    frames = 300
+    frame = 2 * (np.arange(16) % 3 == 0) - 1                  # bipolar codes
+    send = (bytes([0xB5]) + frames.to_bytes(4, "little") + link.encode(frame)
+            + bytes([0xB5]) + (7).to_bytes(4, "little"))
+    flags = {}
+    report = _uart_sim(top, send, 9, 4, 40000, flags, quiet=2000)
+    assert len(report) == 9
+    _check_report(report, frames, acc, pipe, link)
+    assert flags["overrun"] == 1 and flags["error"] == 0
+    top, acc, pipe, link = _pattern_top(0)
+    send = bytes([0xB5]) + (3).to_bytes(4, "little") + bytes(40) + link.encode(frame)
+    got = _uart_sim(top, send, 9 + link.result_bytes, 4, 40000, flags)
+    _check_report(got[:9], 3, acc, pipe, link)
+    assert got[9] == 0x5A
+    np.testing.assert_array_equal(link.output.from_bytes(got[10:]).reshape(-1),
+                                  acc.reference(frame[None])[0].reshape(-1))
+    assert flags["overrun"] == 0
+
+
+def test_test_pattern_command_during_a_report_waits_for_it():
+    """A test command that completes while the previous test's report is being sent starts after it:
+    two reports, each with its own test's figures."""
+    top, acc, pipe, link = _pattern_top(1)
+    send = bytes([0xB5]) + (1).to_bytes(4, "little") + bytes(3) + bytes([0xB5]) + (4).to_bytes(4, "little")
+    got = _uart_sim(top, send, 18, 4, 40000, quiet=2000)
+    assert len(got) == 18
+    _check_report(got[:9], 1, acc, pipe, link)
+    _check_report(got[9:], 4, acc, pipe, link)
 
 
 def test_netlist_stage_from_verilog_source(tmp_path):

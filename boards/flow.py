@@ -21,7 +21,7 @@ import time
 from qloom.sim.service import first_error
 
 from .errors import DoesNotFit, SynthError, ToolsMissing
-from .fit import suggest
+from .fit import PLACED_AS, suggest
 from .targets import BOARDS, TOOLS
 
 def tool_env() -> dict:
@@ -71,6 +71,19 @@ def _run(cmd: str, cwd, env, timeout: float | None, log_name: str):
 
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%\s*$", re.M)
 _FMAX = re.compile(r"Max frequency for clock '([^']+)': ([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)")
+
+
+def overflow(util: dict, errs: list) -> dict:
+    """{cell type: (used, available)} of what a failed nextpnr run could not place: the cell types used
+    beyond the device, or, where the counts fit but no legal placement was found (iCE40: the flip-flops
+    of a logic block share clock enable and reset), the fullest logic cell type."""
+    over = {k: (v["used"], v["available"]) for k, v in util.items() if v["used"] > v["available"]}
+    if not over and any("legal placement" in e for e in errs):
+        full = max((k for k in util if k in PLACED_AS), default=None,
+                   key=lambda k: util[k]["used"] / max(util[k]["available"], 1))
+        if full is not None:
+            over = {full: (util[full]["used"], util[full]["available"])}
+    return over
 
 
 def _tim(out: pathlib.Path):
@@ -207,9 +220,10 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
         raise SynthError(f"nextpnr timed out after {timeout:.0f} s in all (log: {out / 'top.tim'}); "
                          f"the design may be congested: fold it more (larger --target-ii)")
     if rc != 0:
-        over = {k: (v["used"], v["available"]) for k, v in util.items() if v["used"] > v["available"]}
+        over = overflow(util, errs)
         if over or any("no BELs remaining" in e for e in errs):
-            parts = [f"{k} {u}/{a} ({100 * u / a:.0f}%, {u - a} over)" for k, (u, a) in over.items()]
+            parts = [f"{k} {u}/{a} ({100 * u / a:.0f}%, " + (f"{u - a} over)" if u > a else "no legal placement)")
+                     for k, (u, a) in over.items()]
             hint = suggest(graph, board, over, manifest["folding"])
             msg = f"the design does not fit {board} ({info['device']}): " + ("; ".join(parts) or errs[0]) + ". " + hint
             raise DoesNotFit(msg, overflow=over, suggestion=hint,

@@ -184,6 +184,23 @@ def test_refit_after_a_real_overflow(mlp, board, cell, over_by):
     assert f"--target-ii {ii2} " in hint and "held to" in hint
 
 
+def test_no_legal_placement_is_a_no_fit():
+    """nextpnr's 'no legal placement' with counts within the device is an overflow of the fullest logic
+    cell type (so the refit scales the estimates by it); real overflows are reported as they are; a
+    failure of another kind is none."""
+    from qloom.boards import flow
+    util = {"ICESTORM_LC": {"used": 5267, "available": 5280}, "ICESTORM_RAM": {"used": 30, "available": 30},
+            "SB_IO": {"used": 4, "available": 96}}
+    legal = ["ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit."]
+    assert flow.overflow(util, legal) == {"ICESTORM_LC": (5267, 5280)}
+    assert flow.overflow(util, ["ERROR: something else"]) == {}
+    util["ICESTORM_LC"]["used"] = 5350
+    assert flow.overflow(util, legal) == {"ICESTORM_LC": (5350, 5280)}
+    est = {"luts": 5180, "ffs": 3744, "brams": 30, "dsps": 0}
+    m = boards.fit.refit_margin(est, {"ICESTORM_LC": (5267, 5280)}, "icebreaker")
+    assert m is not None and m * 5280 < est["luts"]          # the failed design's estimate is kept out
+
+
 def test_ecp5_fit_caps_lanes_per_layer(mlp):
     """On ECP5 the fastest fit keeps PE x SIMD of every layer within the board's max_lanes (wider
     layers were not measured to route), and the next faster target breaks the cap or does not fit."""

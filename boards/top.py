@@ -134,9 +134,12 @@ class UARTAccelTop(wiring.Component):
         reporting = Signal()                               # a test's report waits or is being sent
         test = self._test_pattern(m, hold, i_valid, i_ready, o_payload, o_valid, o_ready, test_n)
         # a test starts once its command is complete and no report waits or is being sent (the report
-        # is read straight from the cycle and checksum registers, which the start clears)
-        m.d.comb += [test.start.eq(go & ~reporting), i_payload.eq(hold[:self.win])]
-        with m.If(test.start):
+        # is read straight from the cycle and checksum registers, which the start clears); `start` is a
+        # register: it resets most of the test's registers, and the transmitter's state stays off that net
+        start = Signal()
+        m.d.core += start.eq(go & ~reporting & ~start)
+        m.d.comb += [test.start.eq(start), i_payload.eq(hold[:self.win])]
+        with m.If(start):
             m.d.core += go.eq(0)
         with m.If(test.run):
             m.d.comb += i_valid.eq(test.beat_valid)

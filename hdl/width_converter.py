@@ -49,13 +49,21 @@ class WidthConverter(wiring.Component):
         buf = Signal(cap * g * w)
         count = Signal(range(cap + 1))
         kept = Signal(range(cap + 1))          # what stays after this cycle's output beat
+        nxt = Signal(range(cap + 1))
+        # flags of the count, registered from its next value, so that valid and ready are a gate from
+        # flip-flops, not the count's arithmetic (an adder and compare chain into the producer's stall
+        # was tfc-w2a2's UP5K critical path): full = count >= n_out; room = an input beat fits;
+        # room_out = it fits once an output beat leaves
+        full, room, room_out = Signal(), Signal(init=1), Signal()
         m.d.comb += [
             self.o.payload.eq(buf[:n_out * g * w]),
-            self.o.valid.eq(count >= n_out),
+            self.o.valid.eq(full),
             kept.eq(count - Mux(self.o.valid & self.o.ready, n_out, 0)),
-            self.i.ready.eq(kept + n_in <= cap),
+            self.i.ready.eq(room | (self.o.ready & room_out)),
+            nxt.eq(kept + Mux(self.i.valid & self.i.ready, n_in, 0)),
         ]
-        m.d.sync += count.eq(kept + Mux(self.i.valid & self.i.ready, n_in, 0))
+        m.d.sync += [count.eq(nxt), full.eq(nxt >= n_out), room.eq(nxt + n_in <= cap),
+                     room_out.eq((nxt >= n_out) & (nxt + n_in <= cap + n_out))]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += buf.eq(buf >> (n_out * g * w))
         with m.If(self.i.valid & self.i.ready):

@@ -232,9 +232,7 @@ class UARTAccelTop(wiring.Component):
         t = T()
         t.start, t.run, t.done, t.beat_valid = Signal(), Signal(), Signal(), Signal()
         t.cycles, t.checksum = Signal(32), Signal(32)
-        # frames sent / received + 2, from 2 at the start: an up-count has no load mux (the start is a
-        # synchronous set/reset), and `sent2 == N` is "the next frame is the last" after a frame ends
-        sent2, recv2 = Signal(32), Signal(32)
+        frames_in, frames_out = Signal(32), Signal(32)        # frames still to send / to receive
         in_last, out_last = Signal(), Signal()                # registered: this frame is the last
         bi = Signal(range(max(self.bin, 2)))
         bo = Signal(range(max(self.bout, 2)))
@@ -251,7 +249,8 @@ class UARTAccelTop(wiring.Component):
         with m.If(take):
             m.d.core += [lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[1])), counting.eq(1)]
             with m.If(bi_last):
-                m.d.core += [bi.eq(0), bi_last.eq(self.bin == 1), sent2.eq(sent2 + 1), in_last.eq(sent2 == test_n)]
+                m.d.core += [bi.eq(0), bi_last.eq(self.bin == 1), frames_in.eq(frames_in - 1),
+                             in_last.eq(frames_in == 2)]
                 with m.If(in_last):
                     m.d.core += t.beat_valid.eq(0)
             with m.Else():
@@ -268,15 +267,15 @@ class UARTAccelTop(wiring.Component):
                 fold = fold ^ c
             m.d.core += t.checksum.eq(Cat(t.checksum[31], t.checksum[:31]) ^ fold)
             with m.If(bo_last):
-                m.d.core += [bo.eq(0), bo_last.eq(self.bout == 1), recv2.eq(recv2 + 1),
-                             out_last.eq(recv2 == test_n)]
+                m.d.core += [bo.eq(0), bo_last.eq(self.bout == 1), frames_out.eq(frames_out - 1),
+                             out_last.eq(frames_out == 2)]
                 with m.If(out_last):
                     m.d.core += [t.run.eq(0), finish.eq(1)]
             with m.Else():
                 m.d.core += [bo.eq(bo + 1), bo_last.eq(bo == self.bout - 2)]
         with m.If(t.start):               # last: it overrides the rest, a synchronous reset
             m.d.core += [t.run.eq(test_n != 0), t.done.eq(test_n == 0), t.beat_valid.eq(test_n != 0),
-                         sent2.eq(2), recv2.eq(2), in_last.eq(test_n == 1), out_last.eq(test_n == 1),
+                         frames_in.eq(test_n), frames_out.eq(test_n), in_last.eq(test_n == 1), out_last.eq(test_n == 1),
                          lfsr.eq(1), bi.eq(0), bo.eq(0), t.cycles.eq(0),
                          bi_last.eq(self.bin == 1), bo_last.eq(self.bout == 1),
                          t.checksum.eq(0), counting.eq(0)]

@@ -162,8 +162,8 @@ class UARTAccelTop(wiring.Component):
                 m.d.core += shreg.eq(new)
                 with m.If(byte_i == bin_b - 1):
                     m.d.core += byte_i.eq(0)
-                    with m.If((hold_valid & ~i_ready) | test.run):
-                        m.d.comb += overrun.eq(1)        # the beat before it still waits, or a test runs
+                    with m.If((hold_valid & ~i_ready) | test.run | go):
+                        m.d.comb += overrun.eq(1)        # the beat before it still waits, or a test waits or runs
                     with m.Else():
                         m.d.core += [hold.eq(new[:self.win]), hold_valid.eq(1)]
                     with m.If(beat_i == self.bin - 1):
@@ -224,9 +224,9 @@ class UARTAccelTop(wiring.Component):
     def _test_pattern(self, m, lfsr, i_valid, i_ready, o_payload, o_valid, o_ready, test_n):
         """The test-pattern source and output checker (see the module docstring); returns its signals:
         start (in), run, beat_valid, done (the report waits: cleared by the transmitter), cycles,
-        checksum. `lfsr` is the input beat register, stepped here while the test runs; `test_n` holds
-        N during the test. Outputs count when they are taken (o_ready comes from the transmitter, idle
-        in a test)."""
+        checksum. `lfsr` is the input beat register, stepped here while the test runs; `test_n` is N at
+        the start. Outputs count when they are taken (o_ready comes from the transmitter, idle in a
+        test)."""
         class T:
             pass
         t = T()

@@ -493,6 +493,20 @@ def test_test_pattern_command_during_a_report_waits_for_it():
     assert len(got) == 18
     _check_report(got[:9], 1, acc, pipe, link)
     _check_report(got[9:], 4, acc, pipe, link)
+    # a frame that arrives while that second test waits is dropped (overrun): the input register is
+    # the LFSR again at the start; the next frame's result is the only one, and right
+    frame_a, frame_b = 2 * (np.arange(16) % 2) - 1, 2 * (np.arange(16) % 3 == 0) - 1
+    assert pipe.latency + 8 < 40                          # test 1 is over when the second 0xB5 has arrived
+    send = (bytes([0xB5]) + (1).to_bytes(4, "little") + bytes([0xB5]) + (4).to_bytes(4, "little")
+            + link.encode(frame_a) + bytes(30) + link.encode(frame_b))
+    flags = {}
+    got = _uart_sim(top, send, 18 + link.result_bytes, 4, 60000, flags, quiet=2000)
+    assert len(got) == 18 + link.result_bytes and flags["overrun"] == 1
+    _check_report(got[:9], 1, acc, pipe, link)
+    _check_report(got[9:18], 4, acc, pipe, link)
+    assert got[18] == 0x5A
+    np.testing.assert_array_equal(link.output.from_bytes(got[19:]).reshape(-1),
+                                  acc.reference(frame_b[None])[0].reshape(-1))
 
 
 def test_netlist_stage_from_verilog_source(tmp_path):

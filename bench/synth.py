@@ -71,16 +71,17 @@ def within(stages, rel=0.2, floor=10) -> dict:
     return out
 
 
-def attempt(name, board, acc, folding, out, timeout, per_stage):
+def attempt(name, board, acc, folding, out, timeout, per_stage, seeds=1):
     est = boards.estimate_for(acc.graph, folding, board)
     pipe = folding_mod.plan(acc.graph, folding)
     row = {"net": name, "board": board, "ii": est["ii"], "folding": folding, "lanes": lanes(pipe),
            "est": {k: est[k] for k in ("luts", "ffs", "brams", "dsps")}, "latency": est["latency"]}
     t0 = time.perf_counter()
     try:
-        r = boards.synthesize(acc.graph, board=board, out_dir=out, folding=folding, timeout=timeout)
+        r = boards.synthesize(acc.graph, board=board, out_dir=out, folding=folding, timeout=timeout, seeds=seeds)
         row.update(status="ok", luts=r["luts"], ffs=r["ffs"], brams=r["brams"], dsps=r["dsps"], io=r["io"],
                    fmax_mhz=r["fmax_mhz"], fps=r["frames_per_second"], seconds=r["seconds"], notes=r["notes"],
+                   seed=r.get("seed"),
                    yosys_luts=yosys_luts(r["yosys_cells"], board), bitstream=r["bitstream"])
         row["lut_per_lane"] = row["yosys_luts"] / row["lanes"]
         st = stage_rows(r["out_dir"], pipe, board)
@@ -148,6 +149,9 @@ def main():
     ap.add_argument("--search", action="store_true", help="also build the foldings 1 and 2 steps faster")
     ap.add_argument("--max-lanes", type=int, default=None,
                     help="cap on PE x SIMD per layer (default: the board's; ulx3s 2048)")
+    ap.add_argument("--seeds-ice40", type=int, default=1,
+                    help="iCE40 runs: place and route with this many nextpnr seeds and keep the fastest "
+                         "(synthesize(seeds=...); the notes list every seed's Fmax)")
     ap.add_argument("--out", default="build/bench/synth")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -174,11 +178,15 @@ def main():
         ii, folding, _ = r
         search_s = time.perf_counter() - t0
         for k in range(args.tries):
-            row = attempt(name, board, acc, folding, out / f"{name}-{board}-{k}", args.timeout, args.per_stage)
+            row = attempt(name, board, acc, folding, out / f"{name}-{board}-{k}", args.timeout, args.per_stage,
+                          args.seeds_ice40 if boards.BOARDS[board]["family"] == "ice40" else 1)
             row.update(choice="fastest estimated fit" if k == 0 else f"after a no-fit: target II {ii}", target_ii=ii,
                        fit_search_s=search_s)
             rows.append(row)
             print(fmt(row), flush=True)
+            for note in row.get("notes") or []:
+                if note.startswith("nextpnr seeds"):
+                    print("  " + note, flush=True)
             save()
             if row["status"] != "does not fit":
                 break

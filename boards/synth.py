@@ -68,12 +68,15 @@ def _resolve(source, out_dir, folding):
 
 
 def synthesize(source, board: str = "icebreaker", *, out_dir=None, folding: dict | None = None,
-               timeout: float = 1800.0, baud: int | None = None, seed: int | None = None, progress=None) -> dict:
+               timeout: float = 1800.0, baud: int | None = None, seed: int | None = None, seeds: int = 1,
+               progress=None) -> dict:
     """Synthesise a build dir / Graph / Accelerator for `board` (icebreaker, ulx3s, generic).
 
     out_dir: where the tools run (default <build dir>/synth-<board>). timeout: seconds for
     the whole tool flow (P&R is killed past it). baud: the UART rate (default: the fastest the
     board's USB bridge takes, BOARDS[board]['baud']: 3 Mbaud on the iCEBreaker, 1 Mbaud on the ULX3S).
+    seed: nextpnr's placement seed; seeds: place and route this many times (seed, seed+1, ...) and keep
+    the fastest (the result's "seed" and a note list each run's Fmax).
     Returns a dict: device, luts, ffs, brams, dsps, io, capacity, fmax_mhz, clock_mhz,
     bitstream, utilization, seconds, notes, estimate, ii, frames_per_second (at Fmax) ...;
     generic: cells, cells_by_type, transistors, memory_bits, netlist.
@@ -82,6 +85,8 @@ def synthesize(source, board: str = "icebreaker", *, out_dir=None, folding: dict
     from .top import DEFAULT_BAUD
     if board not in BOARDS:
         raise SynthInputError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise SynthInputError(f"seeds must be a whole number of place-and-route runs (1 or more), got {seeds!r}")
     bdir, manifest, graph, out = _resolve(source, out_dir, folding)
     if out_dir is None or out == bdir:
         out = bdir / f"synth-{board}"
@@ -90,7 +95,7 @@ def synthesize(source, board: str = "icebreaker", *, out_dir=None, folding: dict
         res = generic_flow(bdir, manifest, out, timeout, progress)
     else:
         res = fpga_flow(bdir, manifest, graph, out, board, timeout, baud or BOARDS[board].get("baud", DEFAULT_BAUD),
-                        seed, progress)
+                        seed, progress, seeds=seeds)
     ii = manifest.ii_estimate
     res.update(build_dir=str(bdir), ii=ii, latency=manifest.latency_estimate,
                estimate=manifest.resources_estimate, wall_seconds=time.perf_counter() - t0)

@@ -231,7 +231,7 @@ def _fold_for_board(acc, board, target_ii, folding):
 def cmd_synth(args):
     from qloom import boards
     r = boards.synthesize(args.dir, board=args.board, out_dir=args.out, timeout=args.timeout, baud=args.baud,
-                          seed=args.seed, progress=_progress)
+                          seed=args.seed, seeds=args.seeds, progress=_progress)
     if args.json:
         print(json.dumps(r, indent=2, default=str))
     else:

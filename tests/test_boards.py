@@ -184,6 +184,50 @@ def test_refit_after_a_real_overflow(mlp, board, cell, over_by):
     assert f"--target-ii {ii2} " in hint and "held to" in hint
 
 
+def test_seed_sweep_keeps_the_fastest_placement(tmp_path):
+    """flow._seed_sweep reruns the place-and-route line with --seed 1, 2, ... into side files, keeps the
+    fastest run's report, log and placed design in place (a failed or slower seed changes nothing), and
+    notes every seed's Fmax. The place-and-route here is a stand-in script with a known Fmax per seed."""
+    import sys
+    from qloom.boards import flow
+    fake = tmp_path / "pnr.py"
+    fake.write_text(
+        "import json, sys\n"
+        "a = sys.argv[1:]\n"
+        "seed = int(a[a.index('--seed') + 1]) if '--seed' in a else 0\n"
+        "fmax = {0: 40.0, 1: 38.0, 2: 44.5, 3: None}[seed]\n"
+        "if fmax is None:\n"
+        "    sys.exit(1)\n"
+        "get = lambda k: a[a.index(k) + 1]\n"
+        "open(get('--report'), 'w').write(json.dumps({'fmax': {'clk': {'achieved': fmax, 'constraint': 12}}}))\n"
+        "open(get('--log'), 'w').write(f'seed {seed}')\n"
+        "open(get('--asc'), 'w').write(f'placed {seed}')\n")
+    cmd = f"{sys.executable} {fake} --report report.json --log top.tim --json top.json --asc top.asc"
+    assert flow._run(cmd, tmp_path, None, 30, "first.log")[0] == 0
+    notes = []
+    kept = flow._seed_sweep(cmd, tmp_path, None, lambda: 30.0, None, 4, ("report.json", "top.tim", "top.asc"),
+                            None, notes)
+    assert kept == 2 and flow._report_fmax(tmp_path / "report.json") == 44.5
+    assert (tmp_path / "top.asc").read_text() == "placed 2" and (tmp_path / "top.tim").read_text() == "seed 2"
+    assert notes == ["nextpnr seeds (Fmax MHz) default: 40.0, 1: 38.0, 2: 44.5, 3: failed; kept seed 2"]
+    # the first run the fastest: it stays
+    for f in tmp_path.glob("s*.*"):
+        f.unlink()
+    assert flow._run(cmd.replace("--report", "--seed 2 --report"), tmp_path, None, 30, "first.log")[0] == 0
+    notes = []
+    assert flow._seed_sweep(cmd, tmp_path, None, lambda: 30.0, 2, 2, ("report.json", "top.tim", "top.asc"),
+                            None, notes) is None
+    assert (tmp_path / "top.asc").read_text() == "placed 2" and "kept the first" in notes[0]
+
+
+def test_synthesize_rejects_bad_seeds(mlp):
+    """seeds must be a whole number of runs, 1 or more (checked before any tool runs)."""
+    d, acc, manifest = mlp
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(boards.SynthError, match="seeds must be"):
+            boards.synthesize(d, board="icebreaker", seeds=bad)
+
+
 def test_no_legal_placement_is_a_no_fit():
     """nextpnr's 'no legal placement' with counts within the device is an overflow of the fullest logic
     cell type (so the refit scales the estimates by it); real overflows are reported as they are; a
@@ -294,8 +338,13 @@ def small(tmp_path_factory):
 @needs_tools
 def test_synth_icebreaker_bitstream(small):
     d, acc = small
-    r = boards.synthesize(d, board="icebreaker", timeout=900)
+    r = boards.synthesize(d, board="icebreaker", timeout=900, seeds=2)
     assert pathlib.Path(r["bitstream"]).stat().st_size > 100_000
+    # two placements: the kept one's Fmax is the best of those the note lists, and it is the report's
+    [note] = [n for n in r["notes"] if n.startswith("nextpnr seeds")]
+    runs = dict(x.split(": ") for x in note.split(") ", 1)[1].split("; ")[0].split(", "))
+    assert set(runs) == {"default", "1"} and r["seed"] in (None, 1)
+    assert abs(r["fmax_mhz"] - max(float(v) for v in runs.values() if v != "failed")) < 0.05
     for k in ("device", "luts", "ffs", "brams", "dsps", "fmax_mhz", "bitstream"):
         assert r[k] is not None, k
     assert 0 < r["luts"] <= 5280 and r["io"] >= 3

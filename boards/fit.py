@@ -124,7 +124,8 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False, 
     goes (block RAM, or LUTs / flip-flops / ECP5 LUT-RAM) so that the block RAMs left over are spent
     where they save the most LUTs. A Dense fed in bursts by the accelerator's input gets one buffer
     bank; ECP5 gets the register after the memory reads, iCE40 where a deep memory reads through a mux
-    (not with `lean`: fewer flip-flops, for a design at the edge of the device). `bank_roms` (ECP5): a
+    (with `lean`, fewer flip-flops for a design at the edge of the device, only a LUT-ROM deeper than
+    32 words: its registered levels cost no logic cells). `bank_roms` (ECP5): a
     block-RAM weight memory deeper than one row of block RAMs reads each row into a register before
     the select (off by default: measured no faster where the input buffer's read sets the clock, and
     cnv-w1a1 routed far slower with it; see docs/boards.md)."""
@@ -177,6 +178,13 @@ def board_folding(graph, board: str, target_ii: int | None, lean: bool = False, 
     choice = _allocate([o for _, _, o in mems], budget)
     for (layer, name, _), style in zip(mems, choice):
         out[layer][name] = style
+    if lean:
+        # a LUT-ROM deeper than 32 words keeps its registered levels even here: their flip-flops share
+        # logic cells with the piece and select LUTs (tfc-w1a1 on the UP5K: 4,843 LC at 43.9 MHz with
+        # them on its two 128-word ROMs, 4,967 LC at 40.0 MHz without)
+        for layer, stage in chosen.items():
+            if out[layer].get("weights") == "logic" and stage.unit.structure()["weights"][1] > 32:
+                out[layer]["mem_reg"] = True
     if bank_roms and family == "ecp5":
         # a block-RAM weight memory of more than one row of DP16KDs: banks of one row, each read into
         # a register before the bank select (the select after the block RAM's clock-to-out was the

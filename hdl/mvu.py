@@ -55,6 +55,15 @@ from .mvu_lanes import lane_kind, lane_terms, lanes, shape_for, sum_counts, tree
 ROM_STYLES = ("block", "distributed", "logic")
 
 
+def _select(values, sel):
+    """values[sel] as a balanced tree of 2:1 muxes, one level per select bit from the lowest (an
+    Array index became a chain of 6 LUTs for an 8:1 select on iCE40, where the tree maps to 3)."""
+    for bit in range(len(sel)):
+        values = [Mux(sel[bit], values[j + 1], values[j]) if j + 1 < len(values) else values[j]
+                  for j in range(0, len(values), 2)]
+    return values[0]
+
+
 class MatrixVectorUnit(wiring.Component):
     """acc[n] = sum_k W[n, k] * x[k] for every input vector x, folded by PE and SIMD.
 
@@ -267,7 +276,7 @@ class MatrixVectorUnit(wiring.Component):
             for n in range(self.rom_levels):
                 fan = self._rom_fan_in(n)
                 sel = (fan - 1).bit_length()
-                level = [stage(Array(level[g:g + fan])[hi[:sel]], f"rom_l{n}_{g // fan}", unsigned(wlayout.size))
+                level = [stage(_select(level[g:g + fan], hi[:sel]), f"rom_l{n}_{g // fan}", unsigned(wlayout.size))
                          for g in range(0, len(level), fan)]
                 hi = stage(hi[sel:], f"rom_hi{n}") if len(level) > 1 else hi
             w = data.View(wlayout, level[0])

@@ -152,13 +152,14 @@ def _report_fmax(path: pathlib.Path) -> float | None:
     return min((v["achieved"] for v in fmax.values()), default=None)
 
 
-def _seed_sweep(p_cmd, out, env, left, seed, seeds, outputs, progress, notes) -> int | None:
+def _seed_sweep(p_cmd, out, env, left, seed, seeds, outputs, progress, notes, first_ok=True) -> int | None:
     """Place and route again with seeds seed+1 .. seed+seeds-1 (1.. without a seed) and keep the fastest
     (Fmax moves by ±10% between placements of one netlist at 97% of a UP5K's cells); the first run's
-    files are in place. `outputs`: the nextpnr output files a run writes (report, log, placed design).
-    Returns the kept seed (None: the first run's)."""
-    best, kept, runs = _report_fmax(out / "report.json"), None, []
-    runs.append(f"{'default' if seed is None else seed}: {best if best is None else round(best, 1)}")
+    files are in place (`first_ok` False: that run failed). `outputs`: the nextpnr output files a run
+    writes (report, log, placed design). Returns the kept seed (None: the first run's, or none worked)."""
+    best = _report_fmax(out / "report.json") if first_ok else None
+    kept, runs = None, []
+    runs.append(f"{'default' if seed is None else seed}: {'failed' if best is None else round(best, 1)}")
     for k in range(1, seeds):
         s = (seed or 0) + k
         cmd = p_cmd
@@ -173,8 +174,8 @@ def _seed_sweep(p_cmd, out, env, left, seed, seeds, outputs, progress, notes) ->
             best, kept = fm, s
             for f in outputs:
                 os.replace(out / f"s{s}.{f}", out / f)
-    notes.append(f"nextpnr seeds (Fmax MHz) {', '.join(runs)}; kept "
-                 f"{'the first' if kept is None else f'seed {kept}'}")
+    what = f"seed {kept}" if kept is not None else ("the first" if best is not None else "none (all failed)")
+    notes.append(f"nextpnr seeds (Fmax MHz) {', '.join(runs)}; kept {what}")
     return kept
 
 
@@ -255,6 +256,18 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
     if rc is None:
         raise SynthError(f"nextpnr timed out after {timeout:.0f} s in all (log: {out / 'top.tim'}); "
                          f"the design may be congested: fold it more (larger --target-ii)")
+    kept = seed
+    real_over = any(v["used"] > v["available"] for v in util.values())
+    if seeds > 1 and (rc == 0 or (not real_over and any("legal placement" in e for e in errs))):
+        # more placements; one that finds a legal placement also rescues a first run that found none
+        t0 = time.monotonic()
+        placed = "top.asc" if info["family"] == "ice40" else "top.config"
+        k = _seed_sweep(p_cmd, out, env, left, seed, seeds, ("report.json", "top.tim", placed), progress, notes,
+                        first_ok=rc == 0)
+        secs["nextpnr"] += time.monotonic() - t0
+        if k is not None:
+            kept, rc = k, 0
+            util, errs, fm = _tim(out)
     if rc != 0:
         over = overflow(util, errs)
         if over or any("no BELs remaining" in e for e in errs):
@@ -265,13 +278,6 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
             raise DoesNotFit(msg, overflow=over, suggestion=hint,
                              report={"utilization": util, "errors": errs})
         raise SynthError(f"nextpnr failed (exit {rc}): " + (" | ".join(errs[:3]) or f"see {out / 'top.tim'}"))
-    kept = seed
-    if seeds > 1:
-        t0 = time.monotonic()
-        placed = "top.asc" if info["family"] == "ice40" else "top.config"
-        kept = _seed_sweep(p_cmd, out, env, left, seed, seeds, ("report.json", "top.tim", placed), progress, notes)
-        kept = seed if kept is None else kept
-        secs["nextpnr"] += time.monotonic() - t0
     if progress:
         progress("packing the bitstream")
     rc, secs["pack"] = _run(k_cmd, out, env, left(), "pack.log")

@@ -218,6 +218,19 @@ def test_seed_sweep_keeps_the_fastest_placement(tmp_path):
     assert flow._seed_sweep(cmd, tmp_path, None, lambda: 30.0, 2, 2, ("report.json", "top.tim", "top.asc"),
                             None, notes) is None
     assert (tmp_path / "top.asc").read_text() == "placed 2" and "kept the first" in notes[0]
+    # a first run that found no placement: the first seed that places is kept, the best of them wins
+    for f in tmp_path.glob("*.*"):
+        if f.name != "pnr.py":
+            f.unlink()
+    notes = []
+    assert flow._seed_sweep(cmd, tmp_path, None, lambda: 30.0, None, 4, ("report.json", "top.tim", "top.asc"),
+                            None, notes, first_ok=False) == 2
+    assert flow._report_fmax(tmp_path / "report.json") == 44.5
+    assert notes == ["nextpnr seeds (Fmax MHz) default: failed, 1: 38.0, 2: 44.5, 3: failed; kept seed 2"]
+    notes = []
+    assert flow._seed_sweep(cmd.replace(str(fake), str(fake) + " --seed 3"), tmp_path, None, lambda: 30.0, None, 2,
+                            ("report.json", "top.tim", "top.asc"), None, notes, first_ok=False) is None
+    assert "kept none (all failed)" in notes[0]
 
 
 def test_synthesize_rejects_bad_seeds(mlp):

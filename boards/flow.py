@@ -162,7 +162,7 @@ def _seed_sweep(p_cmd, out, env, left, seed, seeds, outputs, progress, notes, fi
     runs.append(f"{'default' if seed is None else seed}: {'failed' if best is None else round(best, 1)}")
     for k in range(1, seeds):
         s = (seed or 0) + k
-        cmd = p_cmd
+        cmd = re.sub(r" --seed \d+", "", p_cmd)            # the first run's own seed, if it was given one
         for f in outputs:
             cmd = cmd.replace(f" {f}", f" s{s}.{f}")
         if progress:

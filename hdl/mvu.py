@@ -57,7 +57,8 @@ ROM_STYLES = ("block", "distributed", "logic")
 
 def _select(values, sel):
     """values[sel] as a balanced tree of 2:1 muxes, one level per select bit from the lowest (an
-    Array index became a chain of 6 LUTs for an 8:1 select on iCE40, where the tree maps to 3)."""
+    Array index became a chain of 6 LUTs for an 8:1 select on iCE40, tfc-w1a1's critical path; with
+    the tree that read left it)."""
     for bit in range(len(sel)):
         values = [Mux(sel[bit], values[j + 1], values[j]) if j + 1 < len(values) else values[j]
                   for j in range(0, len(values), 2)]

@@ -213,10 +213,11 @@ def test_seed_sweep_keeps_the_fastest_placement(tmp_path):
     # the first run the fastest: it stays
     for f in tmp_path.glob("s*.*"):
         f.unlink()
-    assert flow._run(cmd.replace("--report", "--seed 2 --report"), tmp_path, None, 30, "first.log")[0] == 0
+    seeded = cmd.replace("--report", "--seed 2 --report")          # a first run with a seed of its own
+    assert flow._run(seeded, tmp_path, None, 30, "first.log")[0] == 0
     notes = []
-    assert flow._seed_sweep(cmd, tmp_path, None, lambda: 30.0, 2, 2, ("report.json", "top.tim", "top.asc"),
-                            None, notes) is None
+    assert flow._seed_sweep(seeded, tmp_path, None, lambda: 30.0, 2, 2, ("report.json", "top.tim", "top.asc"),
+                            None, notes) is None                     # seed 3 (not 2 twice) fails: the first stays
     assert (tmp_path / "top.asc").read_text() == "placed 2" and "kept the first" in notes[0]
     # a first run that found no placement: the first seed that places is kept, the best of them wins
     for f in tmp_path.glob("*.*"):
@@ -228,8 +229,9 @@ def test_seed_sweep_keeps_the_fastest_placement(tmp_path):
     assert flow._report_fmax(tmp_path / "report.json") == 44.5
     assert notes == ["nextpnr seeds (Fmax MHz) default: failed, 1: 38.0, 2: 44.5, 3: failed; kept seed 2"]
     notes = []
-    assert flow._seed_sweep(cmd.replace(str(fake), str(fake) + " --seed 3"), tmp_path, None, lambda: 30.0, None, 2,
-                            ("report.json", "top.tim", "top.asc"), None, notes, first_ok=False) is None
+    failing = f"{sys.executable} -c 'raise SystemExit(1)' --report report.json --log top.tim --asc top.asc"
+    assert flow._seed_sweep(failing, tmp_path, None, lambda: 30.0, None, 3, ("report.json", "top.tim", "top.asc"),
+                            None, notes, first_ok=False) is None
     assert "kept none (all failed)" in notes[0]
 
 

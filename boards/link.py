@@ -12,6 +12,7 @@ only, so this also runs inside a simulator's embedded Python).
 from __future__ import annotations
 
 import collections
+import json
 import pathlib
 
 import numpy as np
@@ -48,6 +49,28 @@ def checksum(beats, width: int) -> int:
     return c
 
 
+def synthesized_baud(build_dir) -> int:
+    """The UART rate a build dir's board top was synthesised with: the "baud" of its synth-*/synth.json
+    (`qloom synth` writes it). Raises ValueError when there is none, or several that disagree."""
+    p = pathlib.Path(build_dir) if isinstance(build_dir, (str, pathlib.PurePath)) else None
+    if p is None:
+        raise ValueError("give baud= (the board top's UART rate): the manifest is not a build dir path")
+    p = p.parent if p.is_file() else p
+    rates = {}
+    for f in sorted(p.glob("synth-*/synth.json")):
+        try:
+            rate = json.loads(f.read_text()).get("baud")
+        except (OSError, ValueError):
+            continue
+        if rate:
+            rates[f.parent.name] = int(rate)
+    if len(set(rates.values())) != 1:
+        found = ", ".join(f"{k}: {v}" for k, v in rates.items()) or "no synth-*/synth.json with a baud"
+        raise ValueError(f"give baud= (the board top's UART rate; {found} in {p}); `qloom synth` builds the "
+                         f"board's fastest by default: 3000000 on the iCEBreaker, 1000000 on the ULX3S")
+    return next(iter(rates.values()))
+
+
 class LinkError(ToolFailure):
     """The board did not answer as the framing says (timeout, garbage)."""
 
@@ -77,8 +100,11 @@ class Link:
         self.skipped = 0
 
     @classmethod
-    def open(cls, device: str, manifest, baud: int = 115200, timeout: float = 2.0, **kw) -> "Link":
-        """Open a serial device with pyserial (pip install pyserial) and return a Link on it."""
+    def open(cls, device: str, manifest, baud: int | None = None, timeout: float = 2.0, **kw) -> "Link":
+        """Open a serial device with pyserial (pip install pyserial) and return a Link on it. baud: the
+        board top's rate; by default the one `qloom synth` built it with (`synthesized_baud`)."""
+        if baud is None:
+            baud = synthesized_baud(manifest)
         import serial  # the optional dependency, only for real ports
         return cls(serial.Serial(device, baudrate=baud, timeout=timeout), manifest, **kw)
 

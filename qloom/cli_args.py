@@ -132,8 +132,9 @@ def _synth_options(p):
     p.add_argument("--out", default=None, help="where the tools run (default DIR/synth-BOARD)")
     p.add_argument("--timeout", type=checks.arg_positive_float, default=1800,
                    help="seconds for the whole tool flow (default 1800; CNV on the ULX3S needs ~15 min)")
-    p.add_argument("--baud", type=checks.arg_positive_int, default=115200,
-                   help="UART baud rate of the board top (default 115200)")
+    p.add_argument("--baud", type=checks.arg_positive_int, default=None,
+                   help="UART baud rate of the board top (default: the fastest the board's USB bridge takes, "
+                        "3 Mbaud on the iCEBreaker, 1 Mbaud on the ULX3S)")
     add_seed(p, None, "nextpnr placement seed")
     p.add_argument("--seeds", type=checks.arg_positive_int, default=1,
                    help="place and route this many times (seeds SEED, SEED+1, ...) and keep the fastest "

@@ -243,6 +243,37 @@ def test_synthesize_rejects_bad_seeds(mlp):
             boards.synthesize(d, board="icebreaker", seeds=bad)
 
 
+def test_baud_defaults_to_what_the_board_top_was_built_with(tmp_path, monkeypatch):
+    """`qloom synth` leaves the rate to synthesize() (the board's fastest) unless --baud is given, and
+    Link.open's default is the rate a build dir's board top was synthesised with (synth-*/synth.json);
+    none, or two that disagree, is an error that says what to pass."""
+    from qloom.boards import link as link_mod
+    seen = {}
+
+    def fake(dir_, **kw):
+        seen.update(kw)
+        return {"board": kw["board"], "device": "x", "luts": 1, "ffs": 1, "brams": 0, "dsps": 0, "io": 3,
+                "capacity": {"luts": 2, "ffs": 2, "brams": 1, "dsps": 1, "io": 3}, "units": {}, "fmax_mhz": 50.0,
+                "clock_mhz": 12.0, "ii": 1, "frames_per_second": 1.0, "notes": [], "bitstream": "b",
+                "utilization": {}, "seconds": {}, "out_dir": str(tmp_path)}
+    monkeypatch.setattr(boards, "synthesize", fake)
+    cli(["synth", str(tmp_path), "--json"])
+    assert seen["baud"] is None
+    cli(["synth", str(tmp_path), "--baud", "115200", "--json"])
+    assert seen["baud"] == 115200
+    with pytest.raises(ValueError, match="give baud="):
+        link_mod.synthesized_baud(tmp_path)
+    (tmp_path / "synth-icebreaker").mkdir()
+    (tmp_path / "synth-icebreaker" / "synth.json").write_text(json.dumps({"baud": 3000000}))
+    assert link_mod.synthesized_baud(tmp_path) == 3000000
+    (tmp_path / "manifest.json").write_text("{}")
+    assert link_mod.synthesized_baud(tmp_path / "manifest.json") == 3000000
+    (tmp_path / "synth-ulx3s").mkdir()
+    (tmp_path / "synth-ulx3s" / "synth.json").write_text(json.dumps({"baud": 1000000}))
+    with pytest.raises(ValueError, match="synth-ulx3s: 1000000"):
+        link_mod.synthesized_baud(tmp_path)
+
+
 def test_no_legal_placement_is_a_no_fit():
     """nextpnr's 'no legal placement' with counts within the device is an overflow of the fullest logic
     cell type (so the refit scales the estimates by it); real overflows are reported as they are; a

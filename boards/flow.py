@@ -73,12 +73,18 @@ _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%\s*$", re.M)
 _FMAX = re.compile(r"Max frequency for clock '([^']+)': ([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)")
 
 
+def _no_legal_placement(util: dict, errs: list) -> bool:
+    """nextpnr found no legal placement although every cell count is within the device (iCE40: the
+    flip-flops of a logic block share clock enable and reset)."""
+    return not any(v["used"] > v["available"] for v in util.values()) and any("legal placement" in e for e in errs)
+
+
 def overflow(util: dict, errs: list) -> dict:
     """{cell type: (used, available)} of what a failed nextpnr run could not place: the cell types used
-    beyond the device, or, where the counts fit but no legal placement was found (iCE40: the flip-flops
-    of a logic block share clock enable and reset), the fullest logic cell type."""
+    beyond the device, or, where the counts fit but no legal placement was found, the fullest logic
+    cell type."""
     over = {k: (v["used"], v["available"]) for k, v in util.items() if v["used"] > v["available"]}
-    if not over and any("legal placement" in e for e in errs):
+    if _no_legal_placement(util, errs):
         full = max((k for k in util if k in PLACED_AS), default=None,
                    key=lambda k: util[k]["used"] / max(util[k]["available"], 1))
         if full is not None:
@@ -257,8 +263,7 @@ def fpga_flow(bdir, manifest, graph, out: pathlib.Path, board: str, timeout: flo
         raise SynthError(f"nextpnr timed out after {timeout:.0f} s in all (log: {out / 'top.tim'}); "
                          f"the design may be congested: fold it more (larger --target-ii)")
     kept = seed
-    real_over = any(v["used"] > v["available"] for v in util.values())
-    if seeds > 1 and (rc == 0 or (not real_over and any("legal placement" in e for e in errs))):
+    if seeds > 1 and (rc == 0 or _no_legal_placement(util, errs)):
         # more placements; one that finds a legal placement also rescues a first run that found none
         t0 = time.monotonic()
         placed = "top.asc" if info["family"] == "ice40" else "top.config"

@@ -12,8 +12,13 @@ cell each), block RAMs and DSPs. Cells whose name carries no prefix (Yosys' `$ab
 A name can point at the wrong stage: a register that drives a port takes the port's name, so a
 width converter's shift register was counted with the board top or its consumer. Where the
 accelerator's Verilog (`accelerator.v`, beside the netlist) is given, a cell whose `src` is a line
-of it goes to the stage whose module holds that line. A LUT or carry cell that only feeds
-flip-flops of one stage goes with them.
+of it goes to the stage whose module holds that line. A LUT or carry cell whose outputs all go to
+cells of one stage goes with them, through any depth of logic (ABC's LUTs carry no `src`: the
+compare LUTs of a threshold unit whose output register drives the next stage's port were
+counted with the board top).
+
+iCE40: a carry cell (SB_CARRY) whose inputs no LUT4 of the same bit shares (a compare, whose sum
+bits are unused) takes a logic cell of its own in nextpnr: `carry_lcs` counts them per stage.
 """
 from __future__ import annotations
 
@@ -28,7 +33,11 @@ _LUTS = {"SB_LUT4": 1, "LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 2}
 _FF = ("SB_DFF", "TRELLIS_FF")
 _BRAM = ("SB_RAM40_4K", "DP16KD")
 _DSP = ("SB_MAC16", "MULT18X18D")
-_OUTPUTS = {"SB_LUT4": ("O",), "LUT4": ("Z",), "CCU2C": ("S0", "S1")}
+_OUTPUTS = {"SB_LUT4": ("O",), "LUT4": ("Z",), "CCU2C": ("S0", "S1", "COUT"), "SB_CARRY": ("CO",),
+            "TRELLIS_DPR16X4": ("DO",)}
+_LUT_OUT = {"SB_LUT4": ("O",), "LUT4": ("Z",), "CCU2C": ("S0", "S1")}    # what a flip-flop can share a cell with
+_LOGIC = ("SB_LUT4", "LUT4", "CCU2C", "SB_CARRY")     # cells that follow their readers' stage
+_ROW = ("luts", "ffs", "lone_ffs", "brams", "dsps", "carry_lcs")
 
 
 def stage_of(name: str) -> str:
@@ -64,8 +73,66 @@ def _d_bits(cell) -> list:
     return [b for b in (cell["connections"].get("D") or cell["connections"].get("DI") or []) if isinstance(b, int)]
 
 
+def _outputs(cell) -> list:
+    dirs = cell.get("port_directions")
+    ports = [p for p, d in dirs.items() if d == "output"] if dirs else _OUTPUTS.get(cell["type"], ("Q",))
+    return [b for p in ports for b in cell["connections"].get(p, []) if isinstance(b, int)]
+
+
+def _port_registers(cells, stage, depth=4):
+    """A flip-flop inside the accelerator named after a port (`link.accel.i__payload$83`) without a `src`
+    in accelerator.v (a memory's read register, mapped by Yosys' techmap) goes to the one stage of the
+    cells its data input comes from, looking back through up to `depth` levels of logic (ECP5: a FIFO's
+    LUT-RAM read mux and register, which went to the board top)."""
+    driver = {b: name for name, cell in cells.items() for b in _outputs(cell)}
+    for name, cell in cells.items():
+        if not cell["type"].startswith(_FF) or stage[name] != "top" or ".accel." not in "." + name:
+            continue
+        found, front, seen = set(), _d_bits(cell), set()
+        for _ in range(depth):
+            nxt = []
+            for b in front:
+                src = driver.get(b)
+                if src is None or src in seen:
+                    continue
+                seen.add(src)
+                if stage[src] not in ("top", "unnamed"):
+                    found.add(stage[src])
+                elif cells[src]["type"] in _LOGIC or cells[src]["type"] == "TRELLIS_DPR16X4":
+                    nxt += [x for p, bits in cells[src]["connections"].items() for x in bits
+                            if isinstance(x, int) and x not in set(_outputs(cells[src]))]
+            front = nxt
+            if found:
+                break
+        if len(found) == 1:
+            stage[name] = found.pop()
+
+
+def _follow_readers(cells, stage):
+    """Move each LUT / carry cell to the stage of the cells that read its outputs, where that is one
+    stage, until nothing moves (flip-flops, block RAMs and DSPs keep theirs)."""
+    readers = collections.defaultdict(list)
+    for name, cell in cells.items():
+        outs = set(_outputs(cell))
+        for bits in cell["connections"].values():
+            for b in bits:
+                if isinstance(b, int) and b not in outs:
+                    readers[b].append(name)
+    logic = [(name, _outputs(cell)) for name, cell in cells.items() if cell["type"] in _LOGIC]
+    for _ in range(64):
+        moved = False
+        for name, outs in logic:
+            feeds = {stage.get(r) for b in outs for r in readers.get(b, [None])} if outs else {None}
+            if len(feeds) == 1 and None not in feeds:
+                s = feeds.pop()
+                if s != stage[name]:
+                    stage[name], moved = s, True
+        if not moved:
+            break
+
+
 def by_stage(netlist_json, verilog=None) -> dict:
-    """{stage: {"luts", "ffs", "lone_ffs", "brams", "dsps"}} from a Yosys JSON netlist (path or dict).
+    """{stage: {"luts", "ffs", "lone_ffs", "brams", "dsps", "carry_lcs"}} from a Yosys JSON netlist (path or dict).
     verilog: the accelerator's Verilog (default: accelerator.v beside a netlist path, if there)."""
     is_path = isinstance(netlist_json, (str, bytes)) or hasattr(netlist_json, "__fspath__")
     d = json.loads(open(netlist_json).read()) if is_path else netlist_json
@@ -74,22 +141,14 @@ def by_stage(netlist_json, verilog=None) -> dict:
     modules = _module_stages(verilog) if verilog else ([], [])
     mod = next(m for m in d["modules"].values() if m.get("attributes", {}).get("top"))
     cells = mod["cells"]
-    lut_driven = set()
+    lut_driven = {b for cell in cells.values() for port in _LUT_OUT.get(cell["type"], ())
+                  for b in cell["connections"].get(port, []) if isinstance(b, int)}
     stage = {name: _src_stage(cell, modules) or stage_of(name) for name, cell in cells.items()}
-    ff_stage = collections.defaultdict(set)        # net -> stages of the flip-flops it feeds (by src)
-    for name, cell in cells.items():
-        for port in _OUTPUTS.get(cell["type"], ()):
-            lut_driven.update(b for b in cell["connections"].get(port, []) if isinstance(b, int))
-        if cell["type"].startswith(_FF):
-            for b in _d_bits(cell):
-                ff_stage[b].add(stage[name])
-    for name, cell in cells.items():
-        outs = [b for port in _OUTPUTS.get(cell["type"], ()) for b in cell["connections"].get(port, [])
-                if isinstance(b, int)]
-        feeds = {s for b in outs for s in ff_stage.get(b, {None})}     # None: a net that feeds no flip-flop
-        if len(feeds) == 1 and None not in feeds:
-            stage[name] = feeds.pop()
-    out = collections.defaultdict(lambda: {"luts": 0, "ffs": 0, "lone_ffs": 0, "brams": 0, "dsps": 0})
+    _port_registers(cells, stage)
+    _follow_readers(cells, stage)
+    out = collections.defaultdict(lambda: dict.fromkeys(_ROW, 0))
+    lut_pairs = {frozenset((c["connections"]["I1"][0], c["connections"]["I2"][0]))
+                 for c in cells.values() if c["type"] == "SB_LUT4"}
     paired = set()                  # a LUT output pairs with one flip-flop only (one logic cell)
     for name, cell in cells.items():
         t, row = cell["type"], None
@@ -104,6 +163,10 @@ def by_stage(netlist_json, verilog=None) -> dict:
                 paired.add(free[0])
             else:
                 row["lone_ffs"] += 1
+        elif t == "SB_CARRY":
+            pins = cell["connections"]
+            if frozenset((pins["I0"][0], pins["I1"][0])) not in lut_pairs:
+                out[stage[name]]["carry_lcs"] += 1
         elif t in _BRAM:
             out[stage[name]]["brams"] += 1
         elif t in _DSP:

@@ -625,9 +625,51 @@ def test_netlist_stage_from_verilog_source(tmp_path):
     }
     (tmp_path / "top.json").write_text(json.dumps({"modules": {"top": {"attributes": {"top": 1}, "cells": cells}}}))
     got = netlist.by_stage(tmp_path / "top.json")
-    assert got["s1_width_4_width"] == {"luts": 1, "ffs": 1, "lone_ffs": 0, "brams": 0, "dsps": 0}
+    assert got["s1_width_4_width"] == {"luts": 1, "ffs": 1, "lone_ffs": 0, "brams": 0, "dsps": 0, "carry_lcs": 0}
     assert got["s2_mvu_4"]["luts"] == 1 and got["s2_mvu_4"]["ffs"] == 1
     assert got["top"]["ffs"] == 1 and got["top"]["luts"] == 0 and got["top"]["lone_ffs"] == 1
     (tmp_path / "accelerator.v").unlink()
     names_only = netlist.by_stage(tmp_path / "top.json")
     assert "s1_width_4_width" not in names_only and names_only["top"]["ffs"] == 2 and names_only["top"]["luts"] == 1
+
+
+def test_netlist_logic_follows_its_readers_through_levels(tmp_path):
+    """boards/netlist.by_stage: ABC's LUTs (no `src`) two levels before a stage's register, named after the
+    next stage's port it drives, are counted with that register's stage, as is a compare's carry chain;
+    a LUT read by two stages keeps its own name's stage. iCE40 carry cells that share their inputs with
+    no LUT4 (a compare) are counted as carry_lcs, those beside their sum LUT are not."""
+    from qloom.boards import netlist
+    (tmp_path / "accelerator.v").write_text(
+        "module qloom_top(clk);\nendmodule\n"
+        "module \\qloom_top.s1_threshold_3 (clk);\n  reg a;\nendmodule\n"
+        "module \\qloom_top.s2_mvu_4 (clk);\n  reg b;\nendmodule\n")
+
+    def lut(i1, i2, i3, o):
+        return {"type": "SB_LUT4", "attributes": {"src": "cells_map.v:1"},
+                "connections": {"I0": [1], "I1": [i1], "I2": [i2], "I3": [i3], "O": [o]}}
+
+    def carry(i0, i1, ci, co, src="accelerator.v:3"):
+        return {"type": "SB_CARRY", "attributes": {"src": src}, "connections": {"I0": [i0], "I1": [i1], "CI": [ci],
+                                                                                "CO": [co]}}
+    cells = {
+        # the threshold's output register, named after the next stage's input port (no stage prefix)
+        "link.accel.i__payload$3_SB_DFFESR_Q": {"type": "SB_DFFESR", "attributes": {"src": "accelerator.v:3"},
+                                                "connections": {"D": [20], "Q": [21]}},
+        "link.accel.i__payload$3_SB_DFFESR_Q_D_SB_LUT4_O": lut(22, 23, 24, 20),
+        "link.accel.i__payload$3_SB_DFFESR_Q_D_SB_LUT4_O_I1_SB_LUT4_O": lut(25, 26, 27, 22),
+        # a compare (carry only) feeding the LUT above, and one carry beside its sum LUT
+        "link.accel.i__payload$3_x_SB_CARRY_CO": carry(30, 31, 32, 27, src="cells_map.v:2"),
+        "link.accel.s2_mvu_4.sum_SB_CARRY": carry(40, 41, 42, 43),
+        "link.accel.s2_mvu_4.sum_SB_LUT4": lut(40, 41, 42, 44),
+        "link.accel.s2_mvu_4.b_SB_DFF_Q": {"type": "SB_DFF", "attributes": {"src": "accelerator.v:6"},
+                                           "connections": {"D": [44], "Q": [45]}},
+        # read by both stages: stays where its name puts it (the board top)
+        "link.shared_SB_LUT4_O": lut(50, 51, 52, 23),
+        "link.accel.s2_mvu_4.c_SB_DFF_Q": {"type": "SB_DFF", "attributes": {"src": "accelerator.v:6"},
+                                           "connections": {"D": [23], "Q": [46]}},
+    }
+    (tmp_path / "top.json").write_text(json.dumps({"modules": {"top": {"attributes": {"top": 1}, "cells": cells}}}))
+    got = netlist.by_stage(tmp_path / "top.json")
+    assert got["s1_threshold_3"]["luts"] == 2 and got["s1_threshold_3"]["carry_lcs"] == 1
+    assert got["s2_mvu_4"]["luts"] == 1 and got["s2_mvu_4"]["carry_lcs"] == 0
+    assert got["top"]["luts"] == 1 and got["top"]["ffs"] == 0

@@ -51,8 +51,13 @@ COST = {
         ram_collision_ff=1.0,
         fifo_abit=7.0,        # lib.fifo.SyncFIFOBuffered's pointers and levels, per address bit
         swg=(5.0, 14.0, 16.0),  # window generator: base, per ring address bit, per bit of OH and OW
-        # threshold from a LUT-ROM of <= 16 words, compared: per threshold bit, max(floor, a + b*log2(depth))
-        thr_rom_bit=(-0.65, 0.4, 0.55),
+        # threshold from a LUT-ROM of <= 16 words, compared: per threshold bit, max(floor, a + b*log2(depth));
+        # the compare LUTs counted where they belong (boards/netlist.py follows ABC's LUTs to their readers):
+        # 1.16 at 8 words (tfc-w2a2, digits-mlp-w2a2 layers 3 and 6 on the UP5K), 1.93 at 16 (tfc-w2a2 at II 1792)
+        thr_rom_bit=(-1.15, 0.77, 1.0),
+        # a compare's carry cells (SB_CARRY without a sum LUT: a logic cell each in nextpnr), per compare bit
+        # above the lowest: 0.79-0.94 on the same stages (boards/netlist.py `carry_lcs`)
+        carry_lc=0.88,
         # its read register's flip-flops per threshold bit, by log2(depth): Yosys moves most of them to the
         # address at 2-8 words (digits-mlp-w2a2: 0.24-0.3), fewer at 16 (tfc-w2a2 layer 3: 0.76)
         thr_rom_ff=(0.3, 0.3, 0.3, 0.76),
@@ -64,7 +69,7 @@ COST = {
         xnor_pair=2.0, select_pair=2.0, select_bit=1.0, mul_bit=1.0, adder_bit=1.0, adder_carry_out=0.0, acc_bit=2.0,
         fix_bit=1.0,
         control=2.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, rom_select_input=0.6,
-        ram_collision=0.0,
+        ram_collision=0.0, carry_lc=0.0,
         ram_collision_ff=1.0, fifo_abit=10.0, swg=(-154.0, 35.0, 24.0),
         thr_rom_bit=(1.22, 0.24, 0.0),   # the compare is a CCU2C chain (1 LUT4/bit) beside the ROM's LUTs
         thr_rom_ff=(0.0, 0.0, 0.28, 0.38),    # digits-mlp-w2a2 (2 words), tfc-w2a2 (4, 8, 16)

@@ -53,9 +53,12 @@ class FIFOKernel(Kernel):
         abits = max(1, (self.depth - 1).bit_length())
         r = costs.ram(mem, width, self.depth, None)
         if costs.family(mem) == "ecp5" and not r.brams:
-            # ECP5 LUT-RAM: no output or read register left, the pointers and levels only (cnv-w1a1's
-            # five: 16-22 FF at 24-96 beats of 16-128 bits)
-            r.ffs = 3 * abits + 1
+            # ECP5 LUT-RAM: the output register, the pointers and levels, and beyond 16 words a LUT4 per bit
+            # before the register (cnv-w1a1's four: 51-144 FF and 167-306 LUT4 at 24-96 beats of 32-128 bits, the
+            # register counted with the FIFO; it had been counted with the board top, named after the next stage's
+            # port)
+            r.ffs = width + 3 * abits + 1
+            r.luts += width if self.depth > 16 else 0
         else:
             r.ffs += width + 4 * abits + 5
         r.luts += max(0.0, costs.c(mem, "fifo_abit") * abits - 8)
@@ -106,4 +109,7 @@ class WidthKernel(Kernel):
         # a LUT4 per register bit (shift or load), 1.4 more per extra source, and the count's logic: fitted
         # per stage on the bench designs (30 converters, 2-128 bits: within 20% or 4 LUT4; the model
         # before, 0.9 per bit and source + cap, was up to 2x high on deep 1-bit ones)
-        return Resources(luts=bits * (1.0 + 1.4 * (sources - 1)) + 2 * count + 6 * (sources - 1), ffs=bits + count)
+        # + the registered full/room flags computed off the next count (8 LUT4, 3 FF: the converters of the UP5K
+        # and ECP5 bench designs were 6-23 LUT4 and 2-3 FF over the model before)
+        return Resources(luts=bits * (1.0 + 1.4 * (sources - 1)) + 2 * count + 6 * (sources - 1) + 8,
+                         ffs=bits + count + 3)

@@ -58,7 +58,10 @@ class SWGKernel(Kernel):
                       ffs=max(width, width + counter_ffs), depth=2)
         ring = costs.ram(mem, width, u.depth, None)
         if costs.family(mem) == "ecp5" and not ring.brams:
-            # a LUT-RAM ring: no beat-wide registers, the counters only (cnv-w1a1's two: 74-76 FF)
-            r.ffs, ring.ffs = max(0, counter_ffs), 0
+            # a LUT-RAM ring: one beat-wide register (its read's) besides the counters, and beyond 16 words
+            # half a LUT4 a bit before it (cnv-w1a1's three: 127-202 FF, 339-537 LUT4; the register had been
+            # counted with the board top, named after the next stage's port)
+            r.ffs, ring.ffs = width + max(0, counter_ffs), 0
+            r.luts += 0.5 * width if u.depth > 16 else 0
         r.add(ring)
         return r

@@ -23,7 +23,8 @@ class ThresholdKernel(ElementwiseKernel):
         lane whose thresholds change between beats (ThresholdUnit: Yosys' choice, LUTs at these depths).
         A ROM of up to 16 words merges with its comparators (ABC maps x >= T[addr] as one function):
         per threshold bit, a cost that grows with log2(depth), fitted per family to bench/synth.py
-        --per-stage (iCE40 0.55 LUT4 up to 8 words, 0.95 at 16; ECP5 1.46 at 2 words to 2.2-2.4 at 16)."""
+        --per-stage (iCE40 1.16 LUT4 at 8 words, 1.93 at 16; ECP5 1.46 at 2 words to 2.2-2.4 at 16). On iCE40
+        a compare's carry cells take logic cells of their own (no sum LUT to share): `pack_luts`."""
         u = self.unit
         k = self.node.thresholds.shape[1]
         pe = self.in_n
@@ -47,4 +48,5 @@ class ThresholdKernel(ElementwiseKernel):
         if any(u._rom):
             r.ffs += pe * self.in_type.dtype.bits + 1          # the accumulator waits for the ROM read
         r.pack_luts += pe * k * bits * costs.c(mem, "carry_pack")    # a compare is a carry chain
+        r.pack_luts += pe * k * (bits - 1) * costs.c(mem, "carry_lc")  # iCE40: its carries are logic cells
         return r

@@ -58,6 +58,7 @@ COST = {
         # a compare's carry cells (SB_CARRY without a sum LUT: a logic cell each in nextpnr), per compare bit
         # above the lowest: 0.79-0.94 on the same stages (boards/netlist.py `carry_lcs`)
         carry_lc=0.88,
+        thr_const_bit=1.0,    # a compare with a constant, per (bits + 1)
         # its read register's flip-flops per threshold bit, by log2(depth): Yosys moves most of them to the
         # address at 2-8 words (digits-mlp-w2a2: 0.24-0.3), fewer at 16 (tfc-w2a2 layer 3: 0.76)
         thr_rom_ff=(0.3, 0.3, 0.3, 0.76),
@@ -71,7 +72,10 @@ COST = {
         control=2.0, ternary_bit=1.3, bank_mux=0.6, carry_out_lone=0.0, rom_lut_bits=16.0, rom_select_input=0.6,
         ram_collision=0.0, carry_lc=0.0,
         ram_collision_ff=1.0, fifo_abit=10.0, swg=(-154.0, 35.0, 24.0),
-        thr_rom_bit=(1.22, 0.24, 0.0),   # the compare is a CCU2C chain (1 LUT4/bit) beside the ROM's LUTs
+        # the compare is a CCU2C chain (1 LUT4/bit) beside the ROM's LUTs: 1.0-1.06 per bit at 2 words (digits-mlp-w2a2
+        # at II 2), 1.43-1.6 at 16 (tfc-w2a2 at II 49), with every LUT attributed (boards/netlist.py, 2026-11-29)
+        thr_rom_bit=(0.87, 0.16, 0.0),
+        thr_const_bit=0.73,   # a compare with a constant, per (bits + 1): tfc-w2a2's first threshold at PE 64
         thr_rom_ff=(0.0, 0.0, 0.28, 0.38),    # digits-mlp-w2a2 (2 words), tfc-w2a2 (4, 8, 16)
         # nextpnr's TRELLIS_COMB over Yosys' LUT4 + 2 CCU2C + 2 DPR16X4 (8 ECP5 bench designs, 2.9k-31.6k):
         # a DPR16X4 takes 4 LUT sites (RAM mode), not 2; per CCU2C, 1.1 sites more (0.83-1.40 measured)

@@ -44,7 +44,7 @@ class ThresholdKernel(ElementwiseKernel):
                 r.luts += k * (bits + 1)
                 r.add(costs.rom(mem, varying, depth, None))
             else:
-                r.luts += k * (bits + 1)
+                r.luts += k * (bits + 1) * costs.c(mem, "thr_const_bit")
         if any(u._rom):
             r.ffs += pe * self.in_type.dtype.bits + 1          # the accumulator waits for the ROM read
         r.pack_luts += pe * k * bits * costs.c(mem, "carry_pack")    # a compare is a carry chain

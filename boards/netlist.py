@@ -86,7 +86,9 @@ def _port_registers(cells, stage, depth=4):
     LUT-RAM read mux and register, which went to the board top)."""
     driver = {b: name for name, cell in cells.items() for b in _outputs(cell)}
     for name, cell in cells.items():
-        if not cell["type"].startswith(_FF) or stage[name] != "top" or ".accel." not in "." + name:
+        src = cell.get("attributes", {}).get("src", "")
+        if not cell["type"].startswith(_FF) or stage[name] != "top" or ".accel." not in "." + name \
+                or ".py:" in src or "accelerator.v" in src:     # the board top's own (Amaranth source) keep theirs
             continue
         found, front, seen = set(), _d_bits(cell), set()
         for _ in range(depth):

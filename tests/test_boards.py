@@ -636,7 +636,8 @@ def test_netlist_stage_from_verilog_source(tmp_path):
 def test_netlist_logic_follows_its_readers_through_levels(tmp_path):
     """boards/netlist.by_stage: ABC's LUTs (no `src`) two levels before a stage's register, named after the
     next stage's port it drives, are counted with that register's stage, as is a compare's carry chain;
-    a LUT read by two stages keeps its own name's stage. iCE40 carry cells that share their inputs with
+    a LUT read by two stages keeps its own name's stage; a port-named memory read register goes to the stage
+    feeding it, the board top's own registers (Amaranth `src`) stay. iCE40 carry cells that share their inputs with
     no LUT4 (a compare) are counted as carry_lcs, those beside their sum LUT are not."""
     from qloom.boards import netlist
     (tmp_path / "accelerator.v").write_text(
@@ -668,8 +669,21 @@ def test_netlist_logic_follows_its_readers_through_levels(tmp_path):
         "link.accel.s2_mvu_4.c_SB_DFF_Q": {"type": "SB_DFF", "attributes": {"src": "accelerator.v:6"},
                                            "connections": {"D": [23], "Q": [46]}},
     }
+    # a memory's read register from Yosys' techmap, named after the next stage's port, fed by the FIFO's LUT-RAM
+    # read mux: the FIFO's; the board top's input register (Amaranth source), fed the same way: the top's
+    cells.update({
+        "link.accel.s3_fifo_5_fifo.storage_DO_LUT4_Z": lut(60, 61, 62, 63),
+        "link.accel.i__payload$9_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"src": "cells_map.v:56"},
+                                                 "connections": {"DI": [63], "Q": [64]}},
+        "link.accel.s3_fifo_5_fifo.x_LUT4_Z": lut(70, 71, 72, 73),
+        "link.accel.i__payload_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"src": "boards/top.py:172"},
+                                               "connections": {"DI": [73], "Q": [74]}},
+    })
+    (tmp_path / "accelerator.v").write_text((tmp_path / "accelerator.v").read_text()
+                                            + "module \\qloom_top.s3_fifo_5_fifo (clk);\nendmodule\n")
     (tmp_path / "top.json").write_text(json.dumps({"modules": {"top": {"attributes": {"top": 1}, "cells": cells}}}))
     got = netlist.by_stage(tmp_path / "top.json")
     assert got["s1_threshold_3"]["luts"] == 2 and got["s1_threshold_3"]["carry_lcs"] == 1
     assert got["s2_mvu_4"]["luts"] == 1 and got["s2_mvu_4"]["carry_lcs"] == 0
-    assert got["top"]["luts"] == 1 and got["top"]["ffs"] == 0
+    assert got["s3_fifo_5_fifo"]["ffs"] == 1 and got["s3_fifo_5_fifo"]["luts"] == 1
+    assert got["top"]["luts"] == 2 and got["top"]["ffs"] == 1

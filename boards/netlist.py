@@ -79,12 +79,12 @@ def _outputs(cell) -> list:
     return [b for p in ports for b in cell["connections"].get(p, []) if isinstance(b, int)]
 
 
-def _port_registers(cells, stage, depth=4):
+def _port_registers(cells, stage, outputs, depth=4):
     """A flip-flop inside the accelerator named after a port (`link.accel.i__payload$83`) without a `src`
     in accelerator.v (a memory's read register, mapped by Yosys' techmap) goes to the one stage of the
     cells its data input comes from, looking back through up to `depth` levels of logic (ECP5: a FIFO's
-    LUT-RAM read mux and register, which went to the board top)."""
-    driver = {b: name for name, cell in cells.items() for b in _outputs(cell)}
+    LUT-RAM read mux and register, which went to the board top). outputs: {cell: its output nets}."""
+    driver = {b: name for name, outs in outputs.items() for b in outs}
     for name, cell in cells.items():
         src = cell.get("attributes", {}).get("src", "")
         if not cell["type"].startswith(_FF) or stage[name] != "top" or ".accel." not in "." + name \
@@ -94,15 +94,14 @@ def _port_registers(cells, stage, depth=4):
         for _ in range(depth):
             nxt = []
             for b in front:
-                src = driver.get(b)
-                if src is None or src in seen:
+                drv = driver.get(b)
+                if drv is None or drv in seen:
                     continue
-                seen.add(src)
-                if stage[src] not in ("top", "unnamed"):
-                    found.add(stage[src])
-                elif cells[src]["type"] in _LOGIC or cells[src]["type"] == "TRELLIS_DPR16X4":
-                    nxt += [x for p, bits in cells[src]["connections"].items() for x in bits
-                            if isinstance(x, int) and x not in set(_outputs(cells[src]))]
+                seen.add(drv)
+                if stage[drv] not in ("top", "unnamed"):
+                    found.add(stage[drv])
+                elif cells[drv]["type"] in _LOGIC or cells[drv]["type"] == "TRELLIS_DPR16X4":
+                    nxt += _inputs(cells[drv], outputs[drv])
             front = nxt
             if found:
                 break
@@ -110,17 +109,20 @@ def _port_registers(cells, stage, depth=4):
             stage[name] = found.pop()
 
 
-def _follow_readers(cells, stage):
+def _inputs(cell, outs) -> list:
+    """The nets a cell reads: every connected net but its outputs."""
+    outs = set(outs)
+    return [b for bits in cell["connections"].values() for b in bits if isinstance(b, int) and b not in outs]
+
+
+def _follow_readers(cells, stage, outputs):
     """Move each LUT / carry cell to the stage of the cells that read its outputs, where that is one
     stage, until nothing moves (flip-flops, block RAMs and DSPs keep theirs)."""
     readers = collections.defaultdict(list)
     for name, cell in cells.items():
-        outs = set(_outputs(cell))
-        for bits in cell["connections"].values():
-            for b in bits:
-                if isinstance(b, int) and b not in outs:
-                    readers[b].append(name)
-    logic = [(name, _outputs(cell)) for name, cell in cells.items() if cell["type"] in _LOGIC]
+        for b in _inputs(cell, outputs[name]):
+            readers[b].append(name)
+    logic = [(name, outputs[name]) for name, cell in cells.items() if cell["type"] in _LOGIC]
     for _ in range(64):
         moved = False
         for name, outs in logic:
@@ -146,8 +148,9 @@ def by_stage(netlist_json, verilog=None) -> dict:
     lut_driven = {b for cell in cells.values() for port in _LUT_OUT.get(cell["type"], ())
                   for b in cell["connections"].get(port, []) if isinstance(b, int)}
     stage = {name: _src_stage(cell, modules) or stage_of(name) for name, cell in cells.items()}
-    _port_registers(cells, stage)
-    _follow_readers(cells, stage)
+    outputs = {name: _outputs(cell) for name, cell in cells.items()}
+    _port_registers(cells, stage, outputs)
+    _follow_readers(cells, stage, outputs)
     out = collections.defaultdict(lambda: dict.fromkeys(_ROW, 0))
     lut_pairs = {frozenset((c["connections"]["I1"][0], c["connections"]["I2"][0]))
                  for c in cells.values() if c["type"] == "SB_LUT4"}

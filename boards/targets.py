@@ -55,16 +55,15 @@ def top_resources(board: str, in_bits: int, out_bits: int) -> dict:
     # the test pattern's LFSR is the input beat register itself, its start overrides the rest (a synchronous
     # reset, not a mux), its report is read from the counters: 74-124 LUT4 and 64 + in_bits flip-flops
     # fewer than the first top (measured top alone, Yosys, iCE40 and ECP5, 1 to 448 input bits)
-    luts = 460 + 1.0 * bi + 2.0 * in_bits + 1.2 * bo + 0.5 * out_bits
     ffs = 306 + bi + 0.5 * in_bits + bo + out_bits
-    lone = 40 + bi
-    if fam == "ecp5":
-        luts *= 1.1
-    elif fam == "ice40":
+    if fam == "ice40":
         # in the whole design (boards/netlist.py, its cells followed to their readers; the six UP5K designs of
         # bench/synth.py, 32-160 input bits): 1.9 LUT4 per input bit, not 3, and 85 + bi lone flip-flops
-        luts = 445 + 1.9 * in_bits + 1.2 * bo + 0.5 * out_bits
-        lone = 85 + bi
+        luts, lone = 445 + 1.9 * in_bits + 1.2 * bo + 0.5 * out_bits, 85 + bi
+    else:
+        luts, lone = 460 + 1.0 * bi + 2.0 * in_bits + 1.2 * bo + 0.5 * out_bits, 40 + bi
+        if fam == "ecp5":
+            luts *= 1.1
     return {"luts": luts, "ffs": ffs, "lone_ffs": lone, "brams": 0}
 
 

@@ -643,7 +643,8 @@ def test_netlist_logic_follows_its_readers_through_levels(tmp_path):
     (tmp_path / "accelerator.v").write_text(
         "module qloom_top(clk);\nendmodule\n"
         "module \\qloom_top.s1_threshold_3 (clk);\n  reg a;\nendmodule\n"
-        "module \\qloom_top.s2_mvu_4 (clk);\n  reg b;\nendmodule\n")
+        "module \\qloom_top.s2_mvu_4 (clk);\n  reg b;\nendmodule\n"
+        "module \\qloom_top.s3_fifo_5_fifo (clk);\nendmodule\n")
 
     def lut(i1, i2, i3, o):
         return {"type": "SB_LUT4", "attributes": {"src": "cells_map.v:1"},
@@ -652,35 +653,30 @@ def test_netlist_logic_follows_its_readers_through_levels(tmp_path):
     def carry(i0, i1, ci, co, src="accelerator.v:3"):
         return {"type": "SB_CARRY", "attributes": {"src": src}, "connections": {"I0": [i0], "I1": [i1], "CI": [ci],
                                                                                 "CO": [co]}}
+
+    def ff(d, q, src, kind="SB_DFF"):
+        return {"type": kind, "attributes": {"src": src}, "connections": {"DI" if kind == "TRELLIS_FF" else "D": [d],
+                                                                          "Q": [q]}}
     cells = {
         # the threshold's output register, named after the next stage's input port (no stage prefix)
-        "link.accel.i__payload$3_SB_DFFESR_Q": {"type": "SB_DFFESR", "attributes": {"src": "accelerator.v:3"},
-                                                "connections": {"D": [20], "Q": [21]}},
+        "link.accel.i__payload$3_SB_DFFESR_Q": ff(20, 21, "accelerator.v:3", "SB_DFFESR"),
         "link.accel.i__payload$3_SB_DFFESR_Q_D_SB_LUT4_O": lut(22, 23, 24, 20),
         "link.accel.i__payload$3_SB_DFFESR_Q_D_SB_LUT4_O_I1_SB_LUT4_O": lut(25, 26, 27, 22),
         # a compare (carry only) feeding the LUT above, and one carry beside its sum LUT
         "link.accel.i__payload$3_x_SB_CARRY_CO": carry(30, 31, 32, 27, src="cells_map.v:2"),
         "link.accel.s2_mvu_4.sum_SB_CARRY": carry(40, 41, 42, 43),
         "link.accel.s2_mvu_4.sum_SB_LUT4": lut(40, 41, 42, 44),
-        "link.accel.s2_mvu_4.b_SB_DFF_Q": {"type": "SB_DFF", "attributes": {"src": "accelerator.v:6"},
-                                           "connections": {"D": [44], "Q": [45]}},
+        "link.accel.s2_mvu_4.b_SB_DFF_Q": ff(44, 45, "accelerator.v:6"),
         # read by both stages: stays where its name puts it (the board top)
         "link.shared_SB_LUT4_O": lut(50, 51, 52, 23),
-        "link.accel.s2_mvu_4.c_SB_DFF_Q": {"type": "SB_DFF", "attributes": {"src": "accelerator.v:6"},
-                                           "connections": {"D": [23], "Q": [46]}},
-    }
-    # a memory's read register from Yosys' techmap, named after the next stage's port, fed by the FIFO's LUT-RAM
-    # read mux: the FIFO's; the board top's input register (Amaranth source), fed the same way: the top's
-    cells.update({
+        "link.accel.s2_mvu_4.c_SB_DFF_Q": ff(23, 46, "accelerator.v:6"),
+        # a memory's read register from Yosys' techmap, named after the next stage's port, fed by the FIFO's
+        # LUT-RAM read mux: the FIFO's; the board top's input register (Amaranth source), fed the same way: the top's
         "link.accel.s3_fifo_5_fifo.storage_DO_LUT4_Z": lut(60, 61, 62, 63),
-        "link.accel.i__payload$9_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"src": "cells_map.v:56"},
-                                                 "connections": {"DI": [63], "Q": [64]}},
+        "link.accel.i__payload$9_TRELLIS_FF_Q": ff(63, 64, "cells_map.v:56", "TRELLIS_FF"),
         "link.accel.s3_fifo_5_fifo.x_LUT4_Z": lut(70, 71, 72, 73),
-        "link.accel.i__payload_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"src": "boards/top.py:172"},
-                                               "connections": {"DI": [73], "Q": [74]}},
-    })
-    (tmp_path / "accelerator.v").write_text((tmp_path / "accelerator.v").read_text()
-                                            + "module \\qloom_top.s3_fifo_5_fifo (clk);\nendmodule\n")
+        "link.accel.i__payload_TRELLIS_FF_Q": ff(73, 74, "boards/top.py:172", "TRELLIS_FF"),
+    }
     (tmp_path / "top.json").write_text(json.dumps({"modules": {"top": {"attributes": {"top": 1}, "cells": cells}}}))
     got = netlist.by_stage(tmp_path / "top.json")
     assert got["s1_threshold_3"]["luts"] == 2 and got["s1_threshold_3"]["carry_lcs"] == 1

@@ -23,8 +23,9 @@ class ThresholdKernel(ElementwiseKernel):
         lane whose thresholds change between beats (ThresholdUnit: Yosys' choice, LUTs at these depths).
         A ROM of up to 16 words merges with its comparators (ABC maps x >= T[addr] as one function):
         per threshold bit, a cost that grows with log2(depth), fitted per family to bench/synth.py
-        --per-stage (iCE40 1.16 LUT4 at 8 words, 1.93 at 16; ECP5 1.46 at 2 words to 2.2-2.4 at 16). On iCE40
-        a compare's carry cells take logic cells of their own (no sum LUT to share): `pack_luts`."""
+        --per-stage (iCE40 1.16 LUT4 at 8 words, 1.93 at 16; ECP5 1.0-1.06 at 2 words, 1.43-1.6 at 16; a
+        compare with a constant: 1 LUT4 per bit + 1 on iCE40, 0.73 on ECP5). On iCE40 a compare's carry cells take
+        logic cells of their own (no sum LUT to share): `pack_luts`."""
         u = self.unit
         k = self.node.thresholds.shape[1]
         pe = self.in_n
